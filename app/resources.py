@@ -1,0 +1,59 @@
+"""Every ``st.cache_resource`` of the app lives here: settings, the served model, and (later) the DB engine and bank.
+
+Cached objects are shared by all sessions and never mutated; generation on a shared model holds
+the lock that comes with it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+
+from core import model as model_lib
+from core.settings import Settings, load_settings
+
+
+@st.cache_resource(show_spinner=False)
+def get_settings() -> Settings:
+    """Validated settings (raises SettingsError listing every problem)."""
+    return load_settings()
+
+
+@dataclass
+class ServedModel:
+    """A loaded model ready for generation, with what the pages show about it."""
+
+    model: Any
+    tokenizer: Any
+    base: model_lib.BaseModel
+    adapter_dir: Path | None
+    adapter_card: dict[str, Any] | None
+    device: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def adapter_name(self) -> str:
+        return self.adapter_dir.name if self.adapter_dir else "none (base model)"
+
+
+@st.cache_resource(show_spinner=False)
+def get_base_model(base_model: str, model_cache_dir: str, _progress: Callable[[str], None] | None = None) -> model_lib.BaseModel:
+    """Resolve (and on first start convert) the base model; keyed by the setting and cache dir."""
+    settings = get_settings()
+    return model_lib.resolve_base(settings, progress=_progress or (lambda _m: None))
+
+
+@st.cache_resource(show_spinner=False)
+def get_served_model(base_model: str, adapter: str, device: str) -> ServedModel:
+    """The model the app serves, keyed by (base, adapter, device); merged adapter, eval mode."""
+    settings = get_settings()
+    base = get_base_model(base_model, str(settings.model_cache_dir))
+    adapter_dir = model_lib.resolve_adapter(settings) if adapter == settings.adapter else Path(adapter)
+    card = model_lib.read_adapter_card(adapter_dir) if adapter_dir else None
+    dev = model_lib.pick_device(device)
+    mdl, tok = model_lib.load_model(base, adapter_dir=adapter_dir, device=dev)
+    return ServedModel(mdl, tok, base, adapter_dir, card, dev)

