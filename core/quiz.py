@@ -13,6 +13,7 @@ without a time zone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import re
 import unicodedata
@@ -456,10 +457,14 @@ def rouge_l(pred: str, ref: str) -> float:
 
     0.0 when either side has no words. rouge-score's tokenizer keeps only ASCII letters and digits.
     """
+    return float(_rouge_scorer().score(ref, pred)["rougeL"].fmeasure)
+
+
+@functools.cache
+def _rouge_scorer() -> Any:
     from rouge_score import rouge_scorer  # imported here: nltk-backed, slow to load
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return float(scorer.score(ref, pred)["rougeL"].fmeasure)
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def self_grade_score(grade: str) -> float:

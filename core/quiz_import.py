@@ -216,7 +216,7 @@ def _read_json(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowErr
         for key, value in obj.items():
             name = _column_name(key)
             if name not in KNOWN_COLUMNS:
-                errors.append(RowError(i, str(key), "unknown field"))
+                errors.append(RowError(i, str(key).strip() or "(empty name)", "unknown field"))
             elif name in item:
                 errors.append(RowError(i, name, "field given twice"))
             else:

@@ -111,7 +111,7 @@ def due_items(cards: Mapping[str, str], now: datetime) -> list[str]:
 
 
 def review_updates(
-    items: Iterable[ItemResult], cards: Mapping[str, str], now: datetime
+    items: Iterable[ItemResult], cards: Mapping[str, str], *, now: datetime
 ) -> dict[str, tuple[str, datetime]]:
     """New (card JSON, due) per item after a submitted attempt, ready to save.
 

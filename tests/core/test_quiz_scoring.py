@@ -21,7 +21,9 @@ def mcq(i: int, correct: str = "A", subject: str = "", source: str = "medqa") ->
 
 
 def open_item(i: int, subject: str = "") -> Record:
-    return Record(id=f"t:{i}", source="medical-o1", license="Apache-2.0", question=f"q{i}", answer="ref", subject=subject)
+    return Record(
+        id=f"t:{i}", source="medical-o1", license="Apache-2.0", question=f"q{i}", answer="ref", subject=subject
+    )
 
 
 ITEMS = [
