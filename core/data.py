@@ -477,11 +477,13 @@ def prepare(
     medical_o1_spec: str | None = None,
     seed_file: str | None = None,
     tokenizer: Any = _DEFAULT,
+    tokenizer_name: str | None = None,
 ) -> PrepareResult:
     """Build ``settings.prepared_dir`` from ``settings.data_dir`` (see the module docstring).
 
-    ``tokenizer``: the one used for token statistics; by default the embedded model's (loaded via
-    ``core.model``); ``None`` skips the statistics. Raises :class:`DataError` for malformed input.
+    ``tokenizer``: the one used for token statistics (``tokenizer_name`` is recorded with them); by
+    default the base model's, loaded via ``core.model`` (a warning, and no statistics, when that
+    fails); ``None`` skips the statistics. Raises :class:`DataError` for malformed input.
     """
     collector = _WarningCollector()
     logging.getLogger("core").addHandler(collector)
@@ -497,7 +499,7 @@ def prepare(
         elif tokenizer is None:
             tokens = {"unavailable": "skipped (no tokenizer given)"}
         else:
-            tokens = token_stats(result.splits, result.bank, tokenizer)
+            tokens = token_stats(result.splits, result.bank, tokenizer, name=tokenizer_name)
     finally:
         logging.getLogger("core").removeHandler(collector)
 
