@@ -382,8 +382,14 @@ def _describe(lengths: Sequence[int]) -> dict[str, Any]:
 def token_stats(splits: dict[str, list[Record]], bank: list[Record], tokenizer: Any, *, name: str | None = None) -> dict[str, Any]:
     """Token lengths under the chat template: full training examples per split, prompts for the bank."""
 
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+
     def lengths(texts: list[str]) -> list[int]:
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+        if not texts:
+            return []
+        if hasattr(backend, "encode_batch_fast"):  # same ids, no offsets: about twice as fast here
+            return [len(e.ids) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def prompt(r: Record) -> str:
         return tokenizer.apply_chat_template(build_messages(r.question, r.options), tokenize=False, add_generation_prompt=True)
@@ -421,11 +427,10 @@ def default_tokenizer(settings: Settings) -> tuple[Any, str] | None:
 
 @dataclass
 class PrepareResult:
-    """What :func:`prepare` wrote (or found up to date)."""
+    """What :func:`prepare` wrote: the folder and its manifest."""
 
     prepared_dir: Path
     manifest: dict[str, Any]
-    rebuilt: bool
 
     def summary(self) -> str:
         return summary_table(self.manifest)
@@ -520,7 +525,7 @@ def prepare(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PrepareResult(target, manifest, rebuilt=True)
+    return PrepareResult(target, manifest)
 
 
 def _manifest(

@@ -234,6 +234,21 @@ def test_first_failure_leaves_nothing_that_looks_complete(settings, monkeypatch)
         data.load_split(settings, "train")
 
 
+def test_default_tokenizer_failure_is_a_warning_not_an_error(settings, monkeypatch, caplog):
+    import core.model
+
+    def broken(_settings, **_kwargs):
+        raise core.model.ModelError("The embedded model package is not installed.")
+
+    monkeypatch.setattr(core.model, "resolve_base", broken)
+    with caplog.at_level(logging.WARNING):
+        result = data.prepare(settings)
+    assert "token-length statistics skipped: default tokenizer unavailable (The embedded model package" in caplog.text
+    assert result.manifest["token_stats"] == {"unavailable": "the default tokenizer could not be loaded (see warnings)"}
+    assert any("default tokenizer unavailable" in w for w in result.manifest["warnings"])
+    assert data.load_split(settings, "train")  # the data itself is complete
+
+
 def test_load_split_rejects_unknown_names(settings):
     data.prepare(settings, tokenizer=None)
     with pytest.raises(ValueError, match="unknown split"):
