@@ -36,7 +36,7 @@ class Record:
     reasoning: str = ""
     """Step-by-step reasoning (training target); empty for bank-only items."""
     answer: str = ""
-    """Final answer text (for an MCQ: the text of the correct option)."""
+    """Final answer text (for an MCQ: the correct letter and its text, ``"C. option text"``)."""
     options: dict[str, str] | None = None
     """Option key -> text for multiple choice, keys ``A``, ``B``, ... in display order."""
     correct: str | None = None
@@ -55,6 +55,9 @@ class Record:
     """Credit line shown wherever the item appears (required for CC BY sources)."""
     origin: str = ""
     """Where it came from: file and line / row id, for error messages and audits."""
+    source_mcq: dict[str, Any] | None = None
+    """The exam question an open-ended item was rewritten from (HuatuoGPT-o1 demo):
+    ``{"question": str, "options": {"A": str, ...}, "correct": "A"}``; grade by its key, never by ``answer``."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
