@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from core.records import Record, normalise
+from core.records import Record, mcq_answer, normalise
 
 Mode = Literal["tutor", "exam"]
 MODES: tuple[Mode, ...] = ("tutor", "exam")
@@ -280,7 +280,7 @@ def apply_override(record: Record, override: Mapping[str, Any] | None) -> Record
         changes["options"] = dict(changes["options"])
     edited = dataclasses.replace(record, **changes)
     if edited.kind == "mcq" and edited.options and edited.correct in edited.options:
-        edited = dataclasses.replace(edited, answer=edited.options[edited.correct])
+        edited = dataclasses.replace(edited, answer=mcq_answer(edited.options, edited.correct))
     # dataclasses.replace shares list fields; copy them so edits to one never leak to the other.
     return dataclasses.replace(edited, tags=list(record.tags), flags=list(record.flags))
 

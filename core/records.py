@@ -68,6 +68,11 @@ class Record:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def mcq_answer(options: dict[str, str], correct: str) -> str:
+    """The final-answer text used for every multiple-choice record: ``"C. option text"``."""
+    return f"{correct}. {options[correct]}"
+
+
 _WS = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]")
 

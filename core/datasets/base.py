@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from core.records import mcq_answer  # noqa: F401  (re-exported: every reader builds MCQ answers with it)
+
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -157,6 +159,3 @@ def require_options(value: Any, path: Path, line: int | str, field: str) -> dict
     return options
 
 
-def mcq_answer(options: Mapping[str, str], correct: str) -> str:
-    """The final-answer text used for every multiple-choice record: ``"C. option text"``."""
-    return f"{correct}. {options[correct]}"

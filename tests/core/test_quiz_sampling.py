@@ -131,7 +131,7 @@ def test_override_changes_what_students_see_and_keeps_the_original():
         original, {"question": "Edited stem?", "options": new_opts, "explanation": "Edited explanation."}
     )
     assert edited.question == "Edited stem?" and edited.explanation == "Edited explanation."
-    assert edited.options["A"] == "Iron deficiency anemia" and edited.answer == "Iron deficiency anemia"
+    assert edited.options["A"] == "Iron deficiency anemia" and edited.answer == "A. Iron deficiency anemia"
     assert edited.id == original.id and edited.source == original.source
     assert dataclasses.asdict(original) == before
     edited.options["B"] = "mutated"
