@@ -142,7 +142,7 @@ def test_override_changes_what_students_see_and_keeps_the_original():
 def test_override_of_correct_key_updates_answer_text():
     rec = BANK[0]
     edited = apply_override(rec, {"correct": "B"})
-    assert edited.correct == "B" and edited.answer == rec.options["B"]
+    assert edited.correct == "B" and edited.answer == f"B. {rec.options['B']}"
 
 
 def test_no_override_returns_the_record():
