@@ -36,9 +36,12 @@ def format_options(options: Mapping[str, str]) -> str:
     return "\n".join(f"{key}. {text}" for key, text in options.items())
 
 
-def user_message(question: str, options: Mapping[str, str] | None = None) -> str:
-    """The user turn: the case text, plus the options and an instruction when it is multiple choice."""
+def user_message(question: str, options: Mapping[str, str] | None = None, *, context: str = "") -> str:
+    """The user turn: optional context (e.g. a PubMedQA abstract), the case text, and for multiple
+    choice the options plus an instruction to answer with a letter."""
     question = question.strip()
+    if context.strip():
+        question = f"Context:\n{context.strip()}\n\nQuestion: {question}"
     if not options:
         return question
     letters = ", ".join(options)
@@ -48,11 +51,13 @@ def user_message(question: str, options: Mapping[str, str] | None = None) -> str
     )
 
 
-def build_messages(question: str, options: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+def build_messages(
+    question: str, options: Mapping[str, str] | None = None, *, context: str = ""
+) -> list[dict[str, str]]:
     """System + user messages for generation (the tokenizer's chat template adds the assistant header)."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": user_message(question, options)},
+        {"role": "user", "content": user_message(question, options, context=context)},
     ]
 
 
@@ -62,11 +67,11 @@ def format_completion(reasoning: str, answer: str) -> str:
 
 
 def build_training_example(
-    question: str, reasoning: str, answer: str, options: Mapping[str, str] | None = None
+    question: str, reasoning: str, answer: str, options: Mapping[str, str] | None = None, *, context: str = ""
 ) -> dict[str, list[dict[str, str]]]:
     """A prompt-completion conversational example (TRL's format): loss is computed on the completion only."""
     return {
-        "prompt": build_messages(question, options),
+        "prompt": build_messages(question, options, context=context),
         "completion": [{"role": "assistant", "content": format_completion(reasoning, answer)}],
     }
 
