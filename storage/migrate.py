@@ -17,6 +17,7 @@ from pathlib import Path
 
 from alembic import command
 from sqlalchemy import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from storage import engine as engine_lib
 
@@ -61,20 +62,19 @@ def main(argv: list[str] | None = None) -> int:
 
     url = _url(args.url)
     shown = make_url(url).render_as_string(hide_password=True)
-    if args.action == "current":
-        engine = engine_lib.create_db_engine(url)
-        try:
-            print(f"{shown}: at {engine_lib.current_revision(engine) or 'nothing (empty)'}, newest is {engine_lib.head_revision()}")
-        finally:
-            engine.dispose()
-        return 0
     try:
-        engine = engine_lib.create_db_engine(url)
-        before = engine_lib.current_revision(engine)
-        engine.dispose()
+        probe = engine_lib.create_db_engine(url)
+        try:
+            before = engine_lib.current_revision(probe)
+        finally:
+            probe.dispose()
+        if args.action == "current":
+            print(f"{shown}: at {before or 'nothing (empty)'}, newest is {engine_lib.head_revision()}")
+            return 0
         engine = engine_lib.open_database(url)
-    except engine_lib.MigrationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (engine_lib.MigrationError, SQLAlchemyError) as exc:
+        detail = str(exc) if isinstance(exc, engine_lib.MigrationError) else f"{type(exc).__name__}: {exc}"
+        print(f"error: could not open or upgrade the database {shown}: {detail}", file=sys.stderr)
         return 1
     print(f"{shown}: {before or 'empty'} -> {engine_lib.current_revision(engine)}")
     engine.dispose()
