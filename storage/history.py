@@ -22,7 +22,7 @@ from sqlalchemy import or_
 from sqlmodel import Session, col, func, select
 
 from storage import attempts as attempts_repo
-from storage.models import CASE_RUN_STATUSES, Attempt, CaseRun, GenerationEvent, QuizSet, User
+from storage.models import CASE_RUN_STATUSES, Attempt, AttemptItem, CaseRun, GenerationEvent, QuizSet, User
 
 EntryKind = Literal["case", "quiz"]
 KINDS: tuple[EntryKind, ...] = ("case", "quiz")
@@ -269,12 +269,32 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def export_records(*, session: Session, viewer: Viewer, entries: Sequence[HistoryEntry]) -> list[dict[str, Any]]:
-    """Full details of ``entries`` as plain dicts (only what ``viewer`` may see), ready for JSON or CSV."""
+    """Full details of ``entries`` as plain dicts (only what ``viewer`` may see), ready for JSON or CSV.
+
+    Loads everything in a few queries, whatever the number of entries.
+    """
+    case_ids = [e.id for e in entries if e.kind == "case"]
+    attempt_ids = [e.id for e in entries if e.kind == "quiz"]
+    runs = {r.id: r for r in session.exec(select(CaseRun).where(col(CaseRun.id).in_(case_ids)))} if case_ids else {}
+    tries = {a.id: a for a in session.exec(select(Attempt).where(col(Attempt.id).in_(attempt_ids)))} if attempt_ids else {}
+    set_ids = {a.quiz_set_id for a in tries.values() if a.quiz_set_id is not None}
+    owners: dict[int | None, int] = {}
+    if set_ids:
+        owners = {qid: owner for qid, owner in session.exec(select(QuizSet.id, QuizSet.owner_id).where(col(QuizSet.id).in_(set_ids)))}
+    answers: dict[int, list[dict[str, Any]]] = {}
+    if tries:
+        items = session.exec(select(AttemptItem).where(col(AttemptItem.attempt_id).in_(list(tries)))
+                             .order_by(col(AttemptItem.attempt_id), col(AttemptItem.position)))
+        for item in items:
+            answers.setdefault(item.attempt_id, []).append(
+                {k: (_iso(v) if isinstance(v, datetime) else v) for k, v in item.model_dump(exclude={"id", "attempt_id"}).items()}
+            )
+
     records: list[dict[str, Any]] = []
     for entry in entries:
         if entry.kind == "case":
-            run = visible_case_run(session=session, viewer=viewer, run_id=entry.id)
-            if run is None:
+            run = runs.get(entry.id)
+            if run is None or not can_view_case_run(viewer, run):
                 continue
             records.append({
                 "type": "case_study", "id": run.id, "user": entry.username, "created_at": _iso(run.created_at),
@@ -282,20 +302,19 @@ def export_records(*, session: Session, viewer: Viewer, entries: Sequence[Histor
                 "answer": run.answer, "base_model": run.base_model, "adapter": run.adapter, "settings": run.settings,
                 "timings": run.timings, "source_item_id": run.source_item_id,
             })
-        else:
-            attempt = visible_attempt(session=session, viewer=viewer, attempt_id=entry.id)
-            if attempt is None:
-                continue
-            answers = [
-                {k: (_iso(v) if isinstance(v, datetime) else v) for k, v in item.model_dump(exclude={"id", "attempt_id"}).items()}
-                for item in attempts_repo.attempt_items(session=session, attempt_id=attempt.id)
-            ]
-            records.append({
-                "type": "quiz_attempt", "id": attempt.id, "user": entry.username,
-                "created_at": _iso(attempt.started_at), "status": attempt.status, "title": entry.title,
-                "mode": attempt.mode, "finished_at": _iso(attempt.finished_at), "score": attempt.score,
-                "time_limit_s": attempt.time_limit_s, "config": attempt.config, "answers": answers,
-            })
+            continue
+        attempt = tries.get(entry.id)
+        if attempt is None:
+            continue
+        teaches = viewer.role == "instructor" and owners.get(attempt.quiz_set_id) == viewer.id
+        if not (viewer.role == "admin" or attempt.user_id == viewer.id or teaches):
+            continue
+        records.append({
+            "type": "quiz_attempt", "id": attempt.id, "user": entry.username, "created_at": _iso(attempt.started_at),
+            "status": attempt.status, "title": entry.title, "mode": attempt.mode,
+            "finished_at": _iso(attempt.finished_at), "score": attempt.score, "time_limit_s": attempt.time_limit_s,
+            "config": attempt.config, "answers": answers.get(attempt.id, []),
+        })
     return records
 
 
