@@ -82,11 +82,11 @@ def create_user(*, session: Session, username: str, password: str | None, role: 
     problems = username_problems(name) + (passwords.password_problems(password) if password is not None else [])
     if role not in ROLES:
         problems.append(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
-    if not problems and get_user_by_username(session=session, username=name) is not None:
-        problems.append(f"The username {name!r} is already taken.")
     if problems:
         raise AccountError(" ".join(problems))
     password_hash = passwords.hash_password(password) if password is not None else None
+    if get_user_by_username(session=session, username=name) is not None:
+        raise AccountError(f"The username {name!r} is already taken.")
     return _save(session, User(username=name, password_hash=password_hash, role=role))
 
 
@@ -102,15 +102,21 @@ def authenticate(*, session: Session, username: str, password: str) -> User | No
 
     Unknown usernames, wrong passwords, disabled accounts and SSO-only accounts all return None
     after exactly one argon2 verification, so neither the answer nor its timing tells them apart.
-    A hash made with older parameters is upgraded on a successful sign-in.
+    A hash made with older parameters is upgraded on a successful sign-in. Ends the session's
+    current transaction (it only reads, apart from that upgrade).
     """
     user = get_user_by_username(session=session, username=username)
-    if user is None or user.password_hash is None:
+    found = (user.id, user.password_hash, user.active) if user is not None else None
+    # End the read transaction first: a verification takes ~0.1 s and must not hold the database lock.
+    session.rollback()
+    if found is None or found[1] is None:
         passwords.dummy_verify(password)
         return None
-    if not passwords.verify_password(user.password_hash, password) or not user.active:
+    user_id, password_hash, active = found
+    if not passwords.verify_password(password_hash, password) or not active:
         return None
-    if passwords.needs_rehash(user.password_hash):
+    user = session.get(User, user_id)
+    if user is not None and passwords.needs_rehash(password_hash):
         user.password_hash = passwords.hash_password(password)
         _save(session, user)
     return user
@@ -136,8 +142,9 @@ def set_password(*, session: Session, user_id: int, password: str) -> User:
     problems = passwords.password_problems(password)
     if problems:
         raise AccountError(" ".join(problems))
+    password_hash = passwords.hash_password(password)  # before the transaction, which holds the lock
     user = _require(session, user_id)
-    user.password_hash = passwords.hash_password(password)
+    user.password_hash = password_hash
     return _save(session, user)
 
 

@@ -160,6 +160,16 @@ def test_visible_detail_checks(session: Session, world) -> None:
     assert history.visible_attempt(session=session, viewer=world["admin"], attempt_id=tries["s2_adhoc"].id) is not None
 
 
+def test_permission_predicates(session: Session, world) -> None:
+    run, attempt = world["runs"]["s1"], world["tries"]["s2_quiz"]
+    assert history.can_view_case_run(world["s1"], run) and not history.can_view_case_run(world["s2"], run)
+    assert not history.can_view_case_run(world["teacher"], run) and history.can_view_case_run(world["admin"], run)
+    assert history.can_view_attempt(session=session, viewer=world["teacher"], attempt=attempt)
+    assert not history.can_view_attempt(session=session, viewer=world["other_teacher"], attempt=attempt)
+    assert history.can_delete(world["s1"], world["s1"].id) and history.can_delete(world["admin"], world["s1"].id)
+    assert not history.can_delete(world["teacher"], world["s1"].id)
+
+
 def test_delete_rules(session: Session, world) -> None:
     runs, tries = world["runs"], world["tries"]
     with pytest.raises(HistoryError, match="may not delete"):
@@ -203,6 +213,12 @@ def test_export_json_and_csv(session: Session, world) -> None:
 
     # Another user's entries are left out even if asked for.
     assert history.export_records(session=session, viewer=world["s2"], entries=entries) == []
+    everything = history.list_history(session=session, viewer=world["admin"])
+    assert len(history.export_records(session=session, viewer=world["admin"], entries=everything)) == len(everything)
+    teacher_view = history.export_records(session=session, viewer=world["teacher"], entries=everything)
+    assert {(r["type"], r["id"]) for r in teacher_view} == {
+        ("case_study", world["runs"]["teach"].id), ("quiz_attempt", world["tries"]["s1_quiz"].id),
+        ("quiz_attempt", world["tries"]["s2_quiz"].id)}
 
 
 def test_csv_cells_cannot_become_formulas(session: Session, make_user) -> None:
