@@ -58,22 +58,21 @@ def _label(entry: HistoryEntry) -> str:
     return f"{entry.created_at:%Y-%m-%d %H:%M} · {kind}{who} · {entry.title[:60]}"
 
 
-st.dataframe(
-    [
-        {
-            "When (UTC)": f"{e.created_at:%Y-%m-%d %H:%M}",
-            "Type": "Case study" if e.kind == "case" else "Quiz",
-            "User": e.username,
-            "Title": e.title,
-            "Status": e.status,
-            "Adapter": e.adapter,
-            "Score": f"{e.score:.0%}" if e.score is not None else "",
-        }
-        for e in entries
-    ],
-    hide_index=True,
-    key="history_table",
-)
+rows = [
+    {
+        "When (UTC)": f"{e.created_at:%Y-%m-%d %H:%M}",
+        "Type": "Case study" if e.kind == "case" else "Quiz",
+        "User": e.username,
+        "Title": e.title,
+        "Status": e.status,
+        "Adapter": e.adapter,
+        "Score": f"{e.score:.0%}" if e.score is not None else "",
+    }
+    for e in entries
+]
+if user.role == "student":  # only ever their own
+    rows = [{k: v for k, v in row.items() if k != "User"} for row in rows]
+st.dataframe(rows, hide_index=True, key="history_table")
 st.caption(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, newest first (times in UTC).")
 
 

@@ -20,10 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
 
 from core.model import resolve_base
 from core.settings import load_settings
-from storage import accounts
+from storage import accounts, history
 from storage.engine import integrity_check, open_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +88,18 @@ def work_dir(tmp_path: Path) -> Path:
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "models").symlink_to(default.model_cache_dir, target_is_directory=True)
     return tmp_path / "work"
+
+
+def _save_case_run(work_dir: Path, username: str, case_text: str) -> None:
+
+    engine = open_database(f"sqlite:///{work_dir / 'medstudy.db'}")
+    try:
+        with Session(engine) as session:
+            user = accounts.get_user_by_username(session=session, username=username)
+            history.save_case_run(session=session, user_id=user.id, case_text=case_text, reasoning="Think.",
+                                  answer="Measles", base_model="embedded", adapter="")
+    finally:
+        engine.dispose()
 
 
 def _field(page, label: str):
@@ -169,6 +182,20 @@ def test_first_admin_creates_a_student_who_sees_only_student_pages(work_dir: Pat
                 expect(page.get_by_role("heading", name="Create an account")).to_have_count(0)
                 page.locator('[data-testid="stSidebarNavLink"]', has_text="History").click()
                 expect(page.get_by_text("Nothing here yet.")).to_be_visible()
+
+                # A case run saved meanwhile (as the case-study page would) shows up and exports.
+                _save_case_run(work_dir, "alice", "A <b>bold</b> case of fever")
+                page.goto(url)  # loading the app again starts a new browser session: sign in again
+                _field(page, "Username").fill("alice")
+                _field(page, "Password").fill("alice pass phrase")
+                page.get_by_role("button", name="Sign in").click()
+                page.locator('[data-testid="stSidebarNavLink"]', has_text="History").click()
+                expect(page.get_by_text("1 entry, newest first")).to_be_visible()
+                with page.expect_download() as download:
+                    page.get_by_role("button", name="Export CSV").click()
+                exported = Path(download.value.path()).read_text()
+                assert "A <b>bold</b> case of fever" in exported and "Measles" in exported
+                page.screenshot(path=str(ARTIFACTS / "accounts-student-history.png"), full_page=True)
         finally:
             browser.close()
 
@@ -176,8 +203,6 @@ def test_first_admin_creates_a_student_who_sees_only_student_pages(work_dir: Pat
     engine = open_database(f"sqlite:///{work_dir / 'medstudy.db'}")
     try:
         assert integrity_check(engine) == "ok"
-        from sqlmodel import Session
-
         with Session(engine) as session:
             assert [(u.username, u.role) for u in accounts.list_users(session=session)] == [
                 ("admin", "admin"), ("alice", "student")]

@@ -66,6 +66,7 @@ def test_student_sees_only_their_entries_newest_first(engine: Engine, people) ->
     assert _titles(at) == ["Chest pain on exertion", "Fever and rash <script>alert(1)</script>"]
     assert "Secret case" not in rendered_text(at) and "Cardio quiz" not in rendered_text(at)
     assert len(at.selectbox(key="history_open").options) == 2
+    assert "User" not in at.dataframe[0].value.columns
     assert [b.label for b in at.get("download_button")] == ["Export CSV", "Export JSON"]
 
 
