@@ -1,7 +1,9 @@
 """Entrypoint of the medical reasoning study assistant.
 
 Run from the project root:  ``python -m streamlit run app/main.py``  (or ``make run``).
-Sets up the page, the shared sidebar and ``st.navigation`` over ``pages/``.
+Sets up the page, the shared sidebar and ``st.navigation`` over ``pages/``: visitors get only the sign-in
+page; a signed-in user gets the pages of their role (``app.auth.PAGES``), and each page checks the
+role again itself.
 """
 
 from __future__ import annotations
@@ -10,16 +12,21 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import resources
+from app import auth, resources
 from core.settings import SettingsError
+from storage.engine import MigrationError
 
-PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 DISCLAIMER = (
     "**Educational use only.** This assistant helps medical students practise clinical reasoning. "
     "It is not a medical device and must not be used for patient care. The model is small and "
     "often wrong: check every answer against trusted sources."
 )
+
+
+def _st_page(spec: auth.PageSpec) -> st.Page:
+    return st.Page(PROJECT_ROOT / spec.path, title=spec.title, icon=spec.icon, default=spec.default)
 
 
 def main() -> None:
@@ -29,19 +36,23 @@ def main() -> None:
     except SettingsError as exc:
         st.error(f"The app cannot start because of its settings.\n\n```\n{exc}\n```")
         st.stop()
+    try:
+        user = auth.current_user()  # opens (and on first start migrates) the database
+    except MigrationError as exc:
+        st.error(f"The app cannot open its database.\n\n```\n{exc}\n```")
+        st.stop()
 
-    pages = {
-        "Study": [
-            st.Page(PAGES_DIR / "case_study.py", title="Case study", icon=":material/stethoscope:", default=True),
-            st.Page(PAGES_DIR / "quiz.py", title="Quiz", icon=":material/quiz:"),
-            st.Page(PAGES_DIR / "history.py", title="History", icon=":material/history:"),
-        ],
-        "Manage": [
-            st.Page(PAGES_DIR / "admin.py", title="Admin", icon=":material/admin_panel_settings:"),
-        ],
-    }
-    page = st.navigation(pages)
+    if user is None:
+        page = st.navigation([_st_page(auth.LOGIN_PAGE)], position="hidden")
+    else:
+        sections: dict[str, list[st.Page]] = {}
+        for spec in auth.pages_for(user.role):
+            sections.setdefault(spec.section, []).append(_st_page(spec))
+        page = st.navigation(sections)
     with st.sidebar:
+        if user is not None:
+            st.caption(f"Signed in as `{user.username}` · {user.role}")
+            st.button("Sign out", key="sign_out", on_click=auth.sign_out, icon=":material/logout:")
         st.caption(DISCLAIMER)
         st.caption(f"Base model: `{settings.base_model}` · adapter: `{settings.adapter}`")
     page.run()

@@ -1,4 +1,4 @@
-"""Every ``st.cache_resource`` of the app lives here: settings, the served model, and (later) the DB engine and bank.
+"""Every ``st.cache_resource`` of the app lives here: settings, the database engine, the served model (and later the bank).
 
 Cached objects are shared by all sessions and never mutated; generation on a shared model holds
 the lock that comes with it.
@@ -12,15 +12,31 @@ from pathlib import Path
 from typing import Any, Callable
 
 import streamlit as st
+from sqlalchemy import Engine
 
 from core import model as model_lib
 from core.settings import Settings, load_settings
+from storage.engine import open_database
 
 
 @st.cache_resource(show_spinner=False)
 def get_settings() -> Settings:
     """Validated settings (raises SettingsError listing every problem)."""
     return load_settings()
+
+
+def get_engine() -> Engine:
+    """The database engine for the configured URL, migrated to the newest schema on first use.
+
+    Raises ``storage.engine.MigrationError`` (not cached, so the next run tries again) when the
+    database cannot be opened or upgraded. Use one ``with Session(get_engine())`` per unit of work.
+    """
+    return _engine_for(get_settings().resolved_database_url)
+
+
+@st.cache_resource(show_spinner="Opening the database…")
+def _engine_for(database_url: str) -> Engine:
+    return open_database(database_url)
 
 
 @dataclass

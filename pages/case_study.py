@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from app import resources
+from app import auth, resources
+
+auth.require_role("student", "instructor", "admin")
 
 st.title("Case study")
 settings = resources.get_settings()

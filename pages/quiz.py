@@ -2,5 +2,9 @@
 
 import streamlit as st
 
+from app import auth
+
+auth.require_role("student", "instructor", "admin")
+
 st.title("Quiz")
 st.info("This page is not available yet.")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or refresh the virtual environment; fast no-op when requirements have not changed.
-# Usage: scripts/bootstrap.sh [run|test]   (test also installs Debian's chromium for browser tests)
+# Usage: scripts/bootstrap.sh [run|test]   (test also installs Debian's chromium and postgresql)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"
@@ -25,9 +25,11 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ "$mode" = "test" ] && [ ! -x /usr/bin/chromium ]; then
-  echo "==> Installing Debian's chromium for the browser tests"
+# Test mode: Debian's chromium (browser tests) and PostgreSQL server binaries (storage tests start a
+# throwaway server from /usr/lib/postgresql/*/bin; the packaged cluster service is not used).
+if [ "$mode" = "test" ] && { [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then
+  echo "==> Installing Debian's chromium and postgresql for the browser and database tests"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium postgresql >/dev/null
 fi
