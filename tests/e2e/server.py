@@ -49,10 +49,11 @@ def wait_healthy(url: str, *, timeout: float = 90.0, proc: subprocess.Popen | No
 def streamlit_server(env: dict[str, str] | None = None, *, log_path: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """Start ``python -m streamlit run app/main.py`` on a free port; yields (url, process)."""
     port = free_port()
-    full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MEDSTUDY_")}
+    full_env = {**inherited, **(env or {}), "PYTHONUNBUFFERED": "1"}
     log_path = log_path or (ARTIFACTS / f"streamlit-{port}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
+    with log_path.open("a") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
              "--server.headless", "true", "--server.address", "127.0.0.1"],
@@ -90,3 +91,46 @@ def wait_for_app(page, *, timeout_ms: int = 90_000) -> None:
     """Wait until the current Streamlit script run has finished (the app root reports notRunning)."""
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
     page.wait_for_timeout(200)
+
+
+def work_dir_with_model_cache(tmp_path: Path) -> Path:
+    """A fresh work dir whose model cache links to the project's (the embedded model is converted once)."""
+    from core.model import resolve_base
+    from core.settings import load_settings
+
+    default = load_settings(env={})
+    resolve_base(default)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "models").symlink_to(default.model_cache_dir, target_is_directory=True)
+    return work
+
+
+def field(page, label: str):
+    """A text input by its label."""
+    return page.locator(f'input[aria-label="{label}"]')
+
+
+def nav_titles(page) -> list[str]:
+    """Titles of the sidebar navigation links (each link's text is the icon ligature, then the title)."""
+    texts = page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()
+    return [t.strip().splitlines()[-1].strip() for t in texts]
+
+
+def create_first_admin(page, url: str, username: str = "admin", password: str = "admin pass phrase") -> None:
+    """Open a fresh app and create the first administrator through the form."""
+    page.goto(url)
+    page.get_by_text("No accounts exist yet.").wait_for(timeout=90_000)
+    field(page, "Username").fill(username)
+    field(page, "Password").fill(password)
+    field(page, "Confirm password").fill(password)
+    page.get_by_role("button", name="Create administrator").click()
+    page.locator('[data-testid="stSidebarNavLink"]', has_text="Users").wait_for(timeout=90_000)
+
+
+def sign_in(page, url: str, username: str, password: str, *, last_nav: str = "History") -> None:
+    page.goto(url)
+    field(page, "Username").fill(username)
+    field(page, "Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=last_nav).wait_for(timeout=90_000)

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,60 +18,21 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from core.model import resolve_base
-from core.settings import load_settings
 from storage import accounts, history
 from storage.engine import integrity_check, open_database
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+from tests.e2e import server
+from tests.e2e.server import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
 STUDENT_PAGES = ["Case study", "Quiz", "History"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def streamlit_server(work_dir: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSTUDY_")}
-    env["MEDSTUDY_WORK_DIR"] = str(work_dir)
-    with log.open("a") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-             "--server.headless", "true", "--server.address", "127.0.0.1"],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, f"streamlit exited early:\n{log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"streamlit did not become healthy:\n{log.read_text()}"
-            time.sleep(0.3)
-        yield url, server
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    with server.streamlit_server({"MEDSTUDY_WORK_DIR": str(work_dir)}, log_path=log) as started:
+        yield started
 
 
 @pytest.fixture
@@ -83,11 +40,7 @@ def work_dir(tmp_path: Path) -> Path:
     """A fresh work dir whose model cache is the project's (converted once per checkout, ~25 s)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/bootstrap.sh test does)")
-    default = load_settings(env={})
-    resolve_base(default)
-    (tmp_path / "work").mkdir()
-    (tmp_path / "work" / "models").symlink_to(default.model_cache_dir, target_is_directory=True)
-    return tmp_path / "work"
+    return server.work_dir_with_model_cache(tmp_path)
 
 
 def _save_case_run(work_dir: Path, username: str, case_text: str) -> None:
@@ -102,13 +55,8 @@ def _save_case_run(work_dir: Path, username: str, case_text: str) -> None:
         engine.dispose()
 
 
-def _field(page, label: str):
-    return page.locator(f'input[aria-label="{label}"]')
-
-
-def _nav_titles(page) -> list[str]:
-    # Each link's text is the icon's ligature name, then the title.
-    return [t.strip().splitlines()[-1].strip() for t in page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()]
+_field = server.field
+_nav_titles = server.nav_titles
 
 
 def _wait_for_nav(page, last: str) -> list[str]:
