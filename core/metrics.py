@@ -207,20 +207,24 @@ def _leading_letter(segment: str, letters: str) -> str | None:
     return next(g for g in m.groups() if g).upper()
 
 
+def _words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
 def _match_option_text(segment: str, options: Mapping[str, str]) -> str | None:
-    """The one option whose text appears in the segment (longest match wins; ties are ambiguous)."""
-    hay = " ".join(re.sub(r"[^\w\s]", " ", segment.lower()).split())
-    hits = []
+    """The one option whose text appears in the segment; None when two unrelated options appear.
+
+    An option whose text is part of another matching option's text ("Vitamin C" inside
+    "Vitamin C and zinc") does not count against the longer one.
+    """
+    hay = _words(segment)
+    hits = {}
     for key, text in options.items():
-        needle = " ".join(re.sub(r"[^\w\s]", " ", str(text).lower()).split())
+        needle = _words(str(text))
         if needle and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", hay):
-            hits.append((len(needle), key))
-    if not hits:
-        return None
-    hits.sort(reverse=True)
-    if len(hits) > 1 and hits[0][0] == hits[1][0]:
-        return None
-    return hits[0][1].upper()
+            hits[key] = needle
+    specific = [k for k, n in hits.items() if not any(n != m and n in m for m in hits.values())]
+    return specific[0].upper() if len(specific) == 1 else None
 
 
 def _last_cue_letter(text: str, patterns: Sequence[re.Pattern[str]]) -> str | None:

@@ -67,7 +67,7 @@ class TrainConfig:
     liger: str = _f(AUTO, "Liger kernels (RoPE, RMSNorm, SwiGLU): auto (on with CUDA when liger-kernel is "
                     "installed), on, off.", choices=(AUTO, "on", "off"))
     # -- LoRA ----------------------------------------------------------------------------------
-    lora_r: int = _f(16, "LoRA rank.")
+    lora_r: int = _f(16, "LoRA rank r (each adapted d_out x d_in weight gets r x (d_in + d_out) trainable values).")
     lora_alpha: float = _f(32.0, "LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = _f(0.05, "Dropout on the LoRA input (0 disables it and saves activation memory).")
     lora_target_modules: list[str] = _f(list(SEVEN_PROJECTIONS), "Module names that get LoRA adapters "

@@ -296,9 +296,11 @@ def _train(
         f"{', '.join(cfg.lora_target_modules)}")
 
     args = _sft_config(cfg, rt, run_dir, has_eval=eval_set is not None)
+    # Read before training: checkpoint rotation may delete the resumed checkpoint later.
+    resumed_step = _ckpt_step(resume_ckpt)
+    spent_before = _elapsed_before(run_dir / METRICS_FILE, resumed_step)
     callbacks = [
-        MetricsCallback(writer, device=rt.device,
-                        elapsed_offset_s=_elapsed_before(run_dir / METRICS_FILE, _ckpt_step(resume_ckpt))),
+        MetricsCallback(writer, device=rt.device, elapsed_offset_s=spent_before),
         StatusCallback(run_dir, controller),
         StopCallback(controller),
         *extra_callbacks,
@@ -317,9 +319,8 @@ def _train(
               "trainable_percent": round(pct, 4), "runtime": rt.to_dict(),
               "peak_mem_kind": "cuda_allocated" if rt.device == "cuda" else "cpu_peak_rss"}
     if resume_ckpt is not None:
-        step = _ckpt_step(resume_ckpt)
-        log(f"resuming from {resume_ckpt} (step {step})")
-        writer.write({"event": RESUME_EVENT, "step": step, "checkpoint": str(resume_ckpt), **common})
+        log(f"resuming from {resume_ckpt} (step {resumed_step})")
+        writer.write({"event": RESUME_EVENT, "step": resumed_step, "checkpoint": str(resume_ckpt), **common})
     elif cfg.resume:
         # Resume asked for, but no complete checkpoint: start over; earlier lines are superseded.
         writer.write({"event": RESUME_EVENT, "step": 0, "checkpoint": None, **common})
@@ -341,9 +342,9 @@ def _train(
         "global_step": state.global_step,
         "total_steps": state.max_steps,
         "epoch": state.epoch,
-        "wall_time_s": round(wall + _elapsed_before(run_dir / METRICS_FILE, _ckpt_step(resume_ckpt)), 1),
+        "wall_time_s": round(wall + spent_before, 1),
         "this_session_wall_time_s": round(wall, 1),
-        "resumed_from_step": _ckpt_step(resume_ckpt) if resume_ckpt else None,
+        "resumed_from_step": resumed_step if resume_ckpt else None,
         "stop_reason": controller.reason or None,
     }
     card = build_card(
