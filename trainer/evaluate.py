@@ -368,21 +368,23 @@ def _problems(args: argparse.Namespace) -> list[str]:
 
 
 def _resolve_base(args: argparse.Namespace, card: dict[str, Any]) -> "BaseModel":
-    from dataclasses import replace
+    """The base to compare against: ``--base``, else what the card's config trained on (if it is here),
+    else ``embedded`` for an embedded-model adapter, else the app setting."""
+    from core.model import EMBEDDED_BASE_ID
+    from core.settings import EMBEDDED_MODEL
+    from trainer.modeling import resolve_base_model
 
-    from core.model import EMBEDDED_BASE_ID, resolve_base
-    from core.settings import EMBEDDED_MODEL, load_settings
-
-    settings = load_settings()
-    if args.work_dir:
-        settings = replace(settings, work_dir=Path(args.work_dir).expanduser().resolve())
     spec = args.base
     if not spec:
-        if card.get("base_model") == EMBEDDED_BASE_ID:
+        trained_on = str((card.get("config") or {}).get("model_name") or "")
+        if trained_on and (trained_on == EMBEDDED_MODEL or Path(trained_on).expanduser().exists()):
+            spec = trained_on
+        elif card.get("base_model") == EMBEDDED_BASE_ID:
             spec = EMBEDDED_MODEL
         else:
-            spec = (card.get("config") or {}).get("model_name") or settings.base_model
-    return resolve_base(replace(settings, base_model=spec), progress=lambda m: print(f"[evaluate] {m}", flush=True))
+            spec = trained_on or card.get("base_model") or EMBEDDED_MODEL
+    work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else None
+    return resolve_base_model(spec, work_dir=work_dir, progress=lambda m: print(f"[evaluate] {m}", flush=True))
 
 
 def run_evaluation(args: argparse.Namespace, *, command: str = "") -> dict[str, Any]:
@@ -430,7 +432,7 @@ def run_evaluation(args: argparse.Namespace, *, command: str = "") -> dict[str, 
             torch.cuda.empty_cache()
 
     from trainer.card import library_versions
-    from trainer.modeling import _cpu_name
+    from trainer.modeling import cpu_name
 
     return {
         "base_model": base.identity,
@@ -450,7 +452,7 @@ def run_evaluation(args: argparse.Namespace, *, command: str = "") -> dict[str, 
                           **{f"mcq_{s}": [r.id for r in recs] for s, recs in items.mcq.items()}}},
         "results": results,
         "samples": samples,
-        "hardware": {"device": device, "device_name": torch.cuda.get_device_name(0) if device == "cuda" else _cpu_name(),
+        "hardware": {"device": device, "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_name(),
                      "libraries": library_versions()},
         "notes": notes,
         "wall_time_s": time.perf_counter() - t0,

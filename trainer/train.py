@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from core.metrics import RESUME_EVENT, MetricsWriter, read_metrics
-from core.model import BaseModel, ModelError, resolve_base
-from core.settings import SettingsError, load_settings
+from core.model import BaseModel, ModelError
 from trainer.checkpoint import checkpoints, is_complete, last_complete_checkpoint
 from trainer.config import (
     AUTO,
@@ -81,18 +80,6 @@ def finalize_config(cfg: TrainConfig) -> TrainConfig:
         train_file=str(cfg.resolved_train_file()),
         eval_file=str(eval_file) if eval_file is not None else NO_EVAL,
     )
-
-
-def resolve_model(cfg: TrainConfig) -> BaseModel:
-    """``embedded`` / hub id / local folder -> a loadable base with its identity (core.model.resolve_base)."""
-    try:
-        settings = load_settings()
-    except SettingsError:
-        from core.settings import Settings
-
-        settings = Settings()  # the trainer's own config is authoritative; bad app settings don't block it
-    settings = replace(settings, work_dir=Path(cfg.work_dir), base_model=cfg.model_name)
-    return resolve_base(settings, progress=log)
 
 
 def _resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
@@ -187,13 +174,23 @@ def _sft_config(cfg: TrainConfig, rt: Any, run_dir: Path, *, has_eval: bool) -> 
     return SFTConfig(**kwargs)
 
 
-def _save_adapter(model: Any, run_dir: Path, base: BaseModel) -> Path:
+def _cast_safetensors(path: Path, dtype_name: str) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    dtype = getattr(torch, dtype_name)
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def _save_adapter(model: Any, run_dir: Path, base: BaseModel, dtype_name: str) -> Path:
     """Save the LoRA weights into ``adapter/`` atomically (temp folder, then rename)."""
     target = run_dir / ADAPTER_DIR
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".adapter.tmp-"))
     try:
         # Embeddings are not trained (LoRA on the projections only), so never save them.
         model.save_pretrained(str(tmp), save_embedding_layers=False)
+        _cast_safetensors(tmp / "adapter_model.safetensors", dtype_name)
         # The card carries the base identity; a machine-specific cache path must not travel with the adapter.
         config_path = tmp / "adapter_config.json"
         adapter_config = json.loads(config_path.read_text())
@@ -273,7 +270,7 @@ def _train(
 
     from trainer.callbacks import MetricsCallback, StatusCallback, StopCallback
     from trainer.card import build_card, manifest_hash, write_card
-    from trainer.modeling import count_parameters, load_training_model, resolve_runtime
+    from trainer.modeling import count_parameters, load_training_model, resolve_base_model, resolve_runtime
 
     rt = resolve_runtime(cfg)
     log(f"runtime: {rt.device} ({rt.device_name}), quantization {rt.quantization}, precision {rt.precision}, "
@@ -282,7 +279,7 @@ def _train(
     train_set: ExampleSet = load_examples(Path(cfg.train_file))
     eval_set: ExampleSet | None = load_examples(Path(cfg.eval_file)) if cfg.eval_file != NO_EVAL else None
 
-    base = resolve_model(cfg)
+    base = resolve_base_model(cfg.model_name, work_dir=Path(cfg.work_dir), progress=log)
     model, tokenizer = load_training_model(base, cfg, rt)
     train_set = drop_overlong(tokenizer, train_set, cfg.max_seq_len)
     eval_set = drop_overlong(tokenizer, eval_set, cfg.max_seq_len) if eval_set else None
@@ -335,7 +332,7 @@ def _train(
         if not evaluated:
             trainer.evaluate()  # the final point of the validation curve
 
-    adapter_dir = _save_adapter(trainer.model, run_dir, base)
+    adapter_dir = _save_adapter(trainer.model, run_dir, base, cfg.adapter_dtype)
     mhash, mpath = manifest_hash(Path(cfg.train_file))
     wall = time.monotonic() - started
     training = {
@@ -361,7 +358,12 @@ def _train(
     )
     write_card(adapter_dir, card)
     final_state = STOPPED if stopped else COMPLETED
-    reason = controller.reason if stopped else f"finished {state.global_step} steps"
+    if stopped:
+        reason = controller.reason
+    elif state.global_step < state.max_steps:
+        reason = f"early stopping at step {state.global_step}: no better eval loss in {cfg.early_stopping_patience} evaluations"
+    else:
+        reason = f"finished {state.global_step} steps"
     writer.write({"event": final_state, "step": state.global_step, "reason": reason, "adapter_dir": str(adapter_dir),
                   "wall_time_s": training["wall_time_s"], "time": time.time()})
     write_status(run_dir, final_state, reason=reason, step=state.global_step, total_steps=state.max_steps,

@@ -137,3 +137,39 @@ def test_nf4_qlora_on_cuda_trains_lora_only(tiny_model_dir, data_dir, tmp_path):
     lora = [n for n in snap.begin if "lora_B" in n]
     assert lora and all(not snap.begin[n].equal(snap.end[n]) for n in lora)
     assert all(snap.begin[n].equal(snap.end[n]) for n in snap.begin if "lora_" not in n)
+
+
+def test_align_eos_follows_the_model_config(tiny_model_dir):
+    """The embedded GGUF tokenizer names <|im_start|> as eos; the model (and chat template) end turns with <|im_end|>."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from trainer.modeling import align_eos
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.eos_token = "<|im_start|>"  # the GGUF quirk
+    model = type("M", (), {"config": AutoConfig.from_pretrained(tiny_model_dir)})()
+    assert align_eos(tok, model) == "<|im_start|>"
+    assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == 2
+    assert align_eos(tok, model) is None  # already aligned
+
+
+def test_only_the_embedded_gguf_is_accepted_as_a_file(tmp_path):
+    from core.model import ModelError
+    from trainer.modeling import resolve_base_model
+
+    other = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    other.write_bytes(b"GGUF but not the shipped bytes")
+    with pytest.raises(ModelError, match="not the embedded"):
+        resolve_base_model(str(other), work_dir=tmp_path)
+    assert not (tmp_path / "models").exists()  # refused before any conversion
+
+
+@pytest.mark.slow
+def test_embedded_gguf_file_resolves_like_embedded():
+    from core.model import EMBEDDED_BASE_ID, find_embedded_gguf, resolve_base
+    from core.settings import load_settings
+    from trainer.modeling import resolve_base_model
+
+    by_file = resolve_base_model(str(find_embedded_gguf()))
+    assert by_file == resolve_base(load_settings())
+    assert by_file.identity == EMBEDDED_BASE_ID

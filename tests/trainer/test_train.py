@@ -64,6 +64,11 @@ def test_adapter_card_and_loading(trained_run, tiny_model_dir):
     assert (result.adapter_dir / "README.md").read_text().startswith("# LoRA adapter for")
     adapter_cfg = json.loads((result.adapter_dir / "adapter_config.json").read_text())
     assert adapter_cfg["base_model_name_or_path"] == base.identity  # no machine-specific path
+    from safetensors.torch import load_file
+
+    weights = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    assert len(weights) == 28 and all(str(t.dtype) == "torch.bfloat16" for t in weights.values())  # adapter_dtype
+    assert not any("embed" in k for k in weights)
 
     import torch
 
@@ -158,3 +163,21 @@ def test_runtime_problems_are_reported_and_recorded(tiny_model_dir, data_dir, tm
     err = capsys.readouterr().err
     assert "no CUDA device is available" in err and "liger" in err
     assert read_status(run)["state"] == "failed"
+
+
+def test_sft_config_mapping_for_cpu_and_early_stopping(tmp_path, data_dir):
+    from trainer.modeling import resolve_runtime
+    from trainer.train import _sft_config
+
+    cfg = load_config(None, {"work_dir": str(data_dir.parent), "device": "cpu", "early_stopping_patience": 3,
+                             "eval_steps": 10, "save_steps": 20, "precision": "fp32", "warmup_ratio": 0.1})
+    args = _sft_config(cfg, resolve_runtime(cfg), tmp_path, has_eval=True)
+    assert args.use_cpu and not args.bf16 and not args.fp16 and args.optim == "adamw_torch"
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
+    assert args.eval_strategy == "steps" and args.eval_steps == 10 and args.save_steps == 20
+    assert args.completion_only_loss is True and args.assistant_only_loss is False
+    assert args.max_length == cfg.max_seq_len and args.warmup_steps == 0.1 and args.logging_first_step
+    assert args.report_to == [] or args.report_to == "none" or args.report_to == ["none"]
+    plain = load_config(None, {"work_dir": str(data_dir.parent), "device": "cpu", "eval_file": "none"})
+    no_eval = _sft_config(plain, resolve_runtime(plain), tmp_path, has_eval=False)
+    assert no_eval.eval_strategy == "no" and not no_eval.load_best_model_at_end and no_eval.bf16
