@@ -276,6 +276,8 @@ def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
             problems.append(f"report_to: {target} is not installed")
     if not cfg.model_name.strip():
         problems.append("model_name: must not be empty (use 'embedded', a hub id or a local folder)")
+    elif "\0" in cfg.model_name:
+        problems.append(f"model_name: not a name or path ({cfg.model_name!r})")
     elif cfg.model_name.endswith(".gguf"):
         if not Path(cfg.model_name).expanduser().is_file():
             problems.append(f"model_name: GGUF file {cfg.model_name!r} does not exist")
@@ -288,6 +290,18 @@ def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
 
 
 def _check_paths(cfg: TrainConfig) -> list[str]:
+    bad = [f"{name}: not a usable path ({getattr(cfg, name)!r})"
+           for name in ("work_dir", "train_file", "eval_file", "output_dir", "resume", "model_name")
+           if "\0" in getattr(cfg, name)]
+    if bad:
+        return bad
+    try:
+        return _check_existing_paths(cfg)
+    except OSError as exc:
+        return [f"paths: cannot check the configured files ({exc})"]
+
+
+def _check_existing_paths(cfg: TrainConfig) -> list[str]:
     problems: list[str] = []
     try:
         work_dir = cfg.resolved_work_dir()

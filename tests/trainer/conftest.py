@@ -136,28 +136,26 @@ def tiny_overrides(model_dir: Path, data: Path, out: Path, **extra) -> dict:
     return values
 
 
-class ParamSnapshots:
-    """A Trainer callback that copies every parameter at train begin and end (to compare)."""
+def param_snapshots():
+    """A Trainer callback that copies every parameter at train begin and end (to compare them)."""
+    from transformers import TrainerCallback
 
-    def __new__(cls):
-        from transformers import TrainerCallback
+    class ParamSnapshots(TrainerCallback):
+        def __init__(self):
+            self.begin: dict = {}
+            self.end: dict = {}
 
-        class _Snap(TrainerCallback):
-            def __init__(self):
-                self.begin: dict = {}
-                self.end: dict = {}
+        @staticmethod
+        def _copy(model):
+            return {n: p.detach().float().clone() for n, p in model.named_parameters()}
 
-            @staticmethod
-            def _copy(model):
-                return {n: p.detach().float().clone() for n, p in model.named_parameters()}
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.begin = self._copy(model)
 
-            def on_train_begin(self, args, state, control, model=None, **kwargs):
-                self.begin = self._copy(model)
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            self.end = self._copy(model)
 
-            def on_train_end(self, args, state, control, model=None, **kwargs):
-                self.end = self._copy(model)
-
-        return _Snap()
+    return ParamSnapshots()
 
 
 @pytest.fixture(scope="session")
@@ -166,7 +164,7 @@ def trained_run(tiny_model_dir, data_dir, tmp_path_factory):
     from trainer.config import load_config
     from trainer.train import train
 
-    snap = ParamSnapshots()
+    snap = param_snapshots()
     out = tmp_path_factory.mktemp("runs") / "smoke"
     cfg = load_config(None, tiny_overrides(tiny_model_dir, data_dir, out))
     result = train(cfg, extra_callbacks=[snap])

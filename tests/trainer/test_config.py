@@ -129,3 +129,28 @@ def test_help_and_config_import_without_torch(module_args):
     assert out.returncode == 0, out.stderr
     assert "usage: python -m trainer" in out.stdout
     assert "HEAVY []" in out.stdout
+
+
+def test_any_values_give_a_config_or_a_config_error(tmp_path):
+    """Property: whatever a YAML file or the command line holds, the result is a config or a ConfigError."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from trainer.config import FIELD_NAMES
+
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                       st.text(max_size=12), st.lists(st.text(max_size=6), max_size=3))
+    keys = st.one_of(st.sampled_from(FIELD_NAMES), st.text(max_size=8))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.dictionaries(keys, scalar, max_size=6))
+    def check(values):
+        values = {"work_dir": str(tmp_path), **values}
+        try:
+            cfg = load_config(None, values)
+        except ConfigError as exc:
+            assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+        else:
+            assert isinstance(cfg, TrainConfig) and not validate(cfg)
+
+    check()

@@ -118,9 +118,9 @@ def test_nf4_qlora_on_cuda_trains_lora_only(tiny_model_dir, data_dir, tmp_path):
     from trainer.config import load_config
     from trainer.train import train
 
-    from .conftest import ParamSnapshots, tiny_overrides
+    from .conftest import param_snapshots, tiny_overrides
 
-    snap = ParamSnapshots()
+    snap = param_snapshots()
     values = tiny_overrides(tiny_model_dir, data_dir, tmp_path / "run", device="cuda")
     cfg = load_config(None, values)
     rt = resolve_runtime(cfg)
