@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from core.metrics import accuracy, extract_choice, rouge_l
 from core.prompts import parse_completion
 from core.records import Record
-from trainer.dataset import DataError, encode_example, prompt_messages, read_records, to_example
+from trainer.dataset import DataError, encode_example, file_sha256, prompt_messages, read_records, to_example
 
 if TYPE_CHECKING:
     from core.model import BaseModel
@@ -159,8 +159,11 @@ def generate(model: Any, tokenizer: Any, records: Sequence[Record], *, batch_siz
     outputs: list[str] = [""] * len(prompts)
     new_tokens, t0 = 0, time.perf_counter()
     stops = set(gen_cfg.eos_token_id)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    # Every batch runs until its longest answer ends, so equal-sized batches beat a full one plus a small tail.
+    n_batches = max(1, math.ceil(len(order) / batch_size))
+    size = max(1, math.ceil(len(order) / n_batches))
+    for start in range(0, len(order), size):
+        idx = order[start:start + size]
         width = max(len(prompts[i]) for i in idx)
         input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
@@ -213,36 +216,37 @@ def evaluate_model(
     model: Any, tokenizer: Any, items: EvalItems, *, batch_size: int, max_new_tokens: int, max_len: int,
     progress=print,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Every measurement for one model; generation runs over all open-ended and MCQ items in one pool."""
     results: dict[str, Any] = {}
     samples: list[dict[str, Any]] = []
     if items.loss:
         progress(f"  loss on {len(items.loss)} test items")
-        results["test_loss"] = completion_loss(model, tokenizer, items.loss, batch_size=batch_size, max_len=max_len)
-    gen_stats = {"new_tokens": 0, "seconds": 0.0}
-    if items.open:
-        progress(f"  generating {len(items.open)} open-ended answers")
-        outputs, stats = generate(model, tokenizer, items.open, batch_size=batch_size, max_new_tokens=max_new_tokens)
-        results["open"], rows = score_open(items.open, outputs)
-        samples += rows
-        gen_stats = {k: gen_stats[k] + stats[k] for k in gen_stats}
-    mcq: dict[str, Any] = {}
-    every: list[Record] = []
-    every_out: list[str] = []
-    for source, recs in items.mcq.items():
-        if not recs:
+        # Full-vocabulary fp32 logits for long sequences are large: score the loss in small batches.
+        results["test_loss"] = completion_loss(model, tokenizer, items.loss, batch_size=min(batch_size, 8),
+                                               max_len=max_len)
+    groups = [("open", items.open)] + [(source, recs) for source, recs in items.mcq.items() if recs]
+    pool = [r for _, recs in groups for r in recs]
+    if not pool:
+        return results, samples
+    progress(f"  generating {len(pool)} answers ({', '.join(f'{len(r)} {g}' for g, r in groups if r)})")
+    outputs, stats = generate(model, tokenizer, pool, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    results["generation"] = stats
+    start, mcq, every, every_out = 0, {}, [], []
+    for group, recs in groups:
+        out = outputs[start:start + len(recs)]
+        start += len(recs)
+        if group == "open":
+            if recs:
+                results["open"], rows = score_open(recs, out)
+                samples += rows
             continue
-        progress(f"  generating {len(recs)} {source} answers")
-        outputs, stats = generate(model, tokenizer, recs, batch_size=batch_size, max_new_tokens=max_new_tokens)
-        mcq[source], rows = score_mcq(recs, outputs)
+        mcq[group], rows = score_mcq(recs, out)
         samples += rows
         every += recs
-        every_out += outputs
-        gen_stats = {k: gen_stats[k] + stats[k] for k in gen_stats}
+        every_out += out
     if every:
         mcq["all"], _ = score_mcq(every, every_out)
         results["mcq"] = mcq
-    if gen_stats["seconds"]:
-        results["generation"] = {**gen_stats, "tokens_per_s": gen_stats["new_tokens"] / gen_stats["seconds"]}
     return results, samples
 
 
@@ -342,13 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mcq_per_source", type=int, default=200, help="MCQ items sampled per source.")
     p.add_argument("--mcq_sources", default=",".join(DEFAULT_MCQ_SOURCES), help="Bank sources to sample, comma-separated.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the MCQ sample.")
-    p.add_argument("--max_new_tokens", type=int, default=512, help="Generation budget per item.")
+    p.add_argument("--max_new_tokens", type=int, default=1024,
+                   help="Generation budget per item (the trained answers run to ~800 tokens; a smaller budget "
+                   "cuts answers before their final-answer line).")
     p.add_argument("--max_seq_len", type=int, default=2048, help="Test examples are cut to this many tokens for the loss.")
-    p.add_argument("--batch_size", type=int, default=0, help="Batch size (0: 32 on CUDA, 4 on CPU).")
+    p.add_argument("--batch_size", type=int, default=0, help="Generation batch size (0: 256 on CUDA, 4 on CPU); "
+                   "the loss uses at most 8.")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                    help="Weights for evaluation (auto: bfloat16 on CUDA, float32 on CPU).")
     p.add_argument("--output", type=Path, default=None, help="Folder for eval.json/eval.md (default: the adapter folder).")
+    p.add_argument("--models", default="base,adapter",
+                   help="Which models to run now (base, adapter or both). Each model's results are cached in "
+                   "<work_dir>/eval_cache for the same items and settings, so a long evaluation can be split over "
+                   "several runs; the report is written once both are there.")
     return p
 
 
@@ -364,6 +375,9 @@ def _problems(args: argparse.Namespace) -> list[str]:
         problems.append(f"--max_new_tokens: must be >= 1, got {args.max_new_tokens}")
     if args.batch_size < 0:
         problems.append(f"--batch_size: must be >= 0, got {args.batch_size}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models or set(models) - {"base", "adapter"}:
+        problems.append(f"--models: a comma-separated subset of base,adapter; got {args.models!r}")
     return problems
 
 
@@ -385,6 +399,32 @@ def _resolve_base(args: argparse.Namespace, card: dict[str, Any]) -> "BaseModel"
             spec = trained_on or card.get("base_model") or EMBEDDED_MODEL
     work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else None
     return resolve_base_model(spec, work_dir=work_dir, progress=lambda m: print(f"[evaluate] {m}", flush=True))
+
+
+def cache_path(work_dir: Path, name: str, key: dict[str, Any]) -> Path:
+    """Where one model's results for these exact items and settings are kept (in the git-ignored work dir)."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return work_dir / "eval_cache" / f"{name}-{digest}.json"
+
+
+def read_cache(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and "results" in data and "samples" in data else None
+
+
+def write_cache(path: Path, data: dict[str, Any]) -> None:
+    """Atomic write, so an evaluation killed mid-way (e.g. by a time limit) is resumed at the next model."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False)
+    os.replace(tmp, path)
 
 
 def run_evaluation(args: argparse.Namespace, *, command: str = "") -> dict[str, Any]:
@@ -417,15 +457,32 @@ def run_evaluation(args: argparse.Namespace, *, command: str = "") -> dict[str, 
 
     device = pick_device(args.device)
     dtype_name = args.dtype if args.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    batch_size = args.batch_size or (32 if device == "cuda" else 4)
+    batch_size = args.batch_size or (256 if device == "cuda" else 4)
+    wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+    key_parts = {"items": [r.id for r in items.loss] + ["|"] + [r.id for r in items.open]
+                 + [r.id for recs in items.mcq.values() for r in recs],
+                 "max_new_tokens": args.max_new_tokens, "max_seq_len": args.max_seq_len, "dtype": dtype_name,
+                 "device": device, "base": base.identity, "base_location_sha": card.get("base_model_sha256")}
     results: dict[str, Any] = {}
     samples: dict[str, list[dict[str, Any]]] = {}
+    cached: list[str] = []
     for name, adapter_dir in (("base", None), ("adapter", args.adapter)):
+        extra = {"adapter_sha": file_sha256(args.adapter / "adapter_model.safetensors")} if adapter_dir else {}
+        cache = cache_path(work, name, {**key_parts, **extra})
+        hit = read_cache(cache)
+        if hit is not None:
+            print(f"[evaluate] {name}: results from an earlier run with the same items and settings ({cache})")
+            results[name], samples[name] = hit["results"], hit["samples"]
+            cached.append(name)
+            continue
+        if name not in wanted:
+            continue
         print(f"[evaluate] {name}: loading", flush=True)
         model, tokenizer = load_model(base, adapter_dir=adapter_dir, device=device, dtype=getattr(torch, dtype_name))
         results[name], samples[name] = evaluate_model(
             model, tokenizer, items, batch_size=batch_size, max_new_tokens=args.max_new_tokens,
             max_len=args.max_seq_len, progress=lambda m: print(f"[evaluate] {m}", flush=True))
+        write_cache(cache, {"results": results[name], "samples": samples[name]})
         del model
         gc.collect()
         if device == "cuda":
@@ -452,6 +509,7 @@ def run_evaluation(args: argparse.Namespace, *, command: str = "") -> dict[str, 
                           **{f"mcq_{s}": [r.id for r in recs] for s, recs in items.mcq.items()}}},
         "results": results,
         "samples": samples,
+        "from_cache": cached,
         "hardware": {"device": device, "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_name(),
                      "libraries": library_versions()},
         "notes": notes,
@@ -490,6 +548,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ModelError, SettingsError) as exc:
         print(f"[evaluate] error: {exc}", file=sys.stderr)
         return 2
+    missing = [m for m in ("base", "adapter") if m not in report["results"]]
+    if missing:
+        print(f"[evaluate] partial: results for {', '.join(missing)} are still missing; run the same command with "
+              f"--models {','.join(missing)} (the finished part is cached), and the report is written then")
+        return 0
     output = args.output or args.adapter
     write_report(report, output)
     print(render_markdown(report))

@@ -84,7 +84,23 @@ def test_evaluate_base_vs_adapter_on_the_same_items(trained_run, tiny_model_dir,
     assert md == render_markdown(report)
 
 
+def test_evaluation_can_be_split_over_runs(trained_run, tiny_model_dir, data_dir, tmp_path, capsys):
+    result, _ = trained_run
+    common = ["--adapter", str(result.adapter_dir), "--base", str(tiny_model_dir), "--work_dir",
+              str(data_dir.parent), "--limit", "2", "--max_new_tokens", "5"]
+    assert main([*common, "--models", "base", "--output", str(tmp_path / "a")]) == 0
+    assert "results for adapter are still missing" in capsys.readouterr().out
+    assert not (tmp_path / "a" / "eval.json").exists()  # no half report
+    assert main([*common, "--models", "adapter", "--output", str(tmp_path / "a")]) == 0
+    first = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert first["from_cache"] == ["base"]
+    # Same items and settings again: nothing is recomputed, the numbers are identical.
+    assert main([*common, "--output", str(tmp_path / "b")]) == 0
+    second = json.loads((tmp_path / "b" / "eval.json").read_text())
+    assert second["from_cache"] == ["base", "adapter"] and second["results"] == first["results"]
+
+
 def test_evaluate_rejects_bad_arguments(tmp_path, capsys):
-    assert main(["--adapter", str(tmp_path), "--limit", "0", "--max_new_tokens", "0"]) == 2
+    assert main(["--adapter", str(tmp_path), "--limit", "0", "--max_new_tokens", "0", "--models", "gpt"]) == 2
     err = capsys.readouterr().err
-    assert "not an adapter folder" in err and "--limit" in err and "--max_new_tokens" in err
+    assert "not an adapter folder" in err and "--limit" in err and "--max_new_tokens" in err and "--models" in err
