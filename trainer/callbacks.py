@@ -17,6 +17,7 @@ from __future__ import annotations
 import resource
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ class StopController:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
+        """Handle SIGTERM/SIGINT (only possible in the main thread; elsewhere the STOP file still works)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._on_signal)
 

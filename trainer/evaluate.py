@@ -312,7 +312,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Base model `{report['base_model']}`; adapter `{report['adapter_name']}`. Both models answered the same "
         f"held-out items with greedy decoding (max {s['max_new_tokens']} new tokens), on {report['hardware']['device_name']} "
-        f"({report['hardware']['device']}, {s['dtype']}), in {report['wall_time_s']:.0f} s.",
+        f"({report['hardware']['device']}, {s['dtype']}), in {report['wall_time_s']:.0f} s"
+        + (f" (results for {' and '.join(report['from_cache'])} reused from an earlier run with identical items, "
+           "settings and weights)." if report.get("from_cache") else "."),
         "",
         "| Metric | Base model | Fine-tuned (adapter) | Change |",
         "| --- | --- | --- | --- |",
@@ -462,12 +464,13 @@ def run_evaluation(args: argparse.Namespace, *, command: str = "") -> dict[str, 
     key_parts = {"items": [r.id for r in items.loss] + ["|"] + [r.id for r in items.open]
                  + [r.id for recs in items.mcq.values() for r in recs],
                  "max_new_tokens": args.max_new_tokens, "max_seq_len": args.max_seq_len, "dtype": dtype_name,
-                 "device": device, "base": base.identity, "base_location_sha": card.get("base_model_sha256")}
+                 "device": device, "base": base.identity, "base_location_sha": card.get("base_model_sha256"),
+                 "files": [file_sha256(f) for f in (test_file, bank_file) if f.is_file()]}
     results: dict[str, Any] = {}
     samples: dict[str, list[dict[str, Any]]] = {}
     cached: list[str] = []
     for name, adapter_dir in (("base", None), ("adapter", args.adapter)):
-        extra = {"adapter_sha": file_sha256(args.adapter / "adapter_model.safetensors")} if adapter_dir else {}
+        extra = {"adapter_sha": [file_sha256(f) for f in sorted(args.adapter.glob("adapter_model.*"))]} if adapter_dir else {}
         cache = cache_path(work, name, {**key_parts, **extra})
         hit = read_cache(cache)
         if hit is not None:
