@@ -93,7 +93,7 @@ def read_metrics(path: Path, *, raw: bool = False) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     records: list[dict[str, Any]] = []
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if not line.strip():
             continue
         try:

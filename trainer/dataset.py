@@ -65,7 +65,7 @@ def read_records(path: Path) -> list[Record]:
     """Records from a JSONL file; raises :class:`DataError` naming every bad line (up to 10)."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")
     except FileNotFoundError as exc:
         raise DataError(f"{path} does not exist") from exc
     except UnicodeDecodeError as exc:
