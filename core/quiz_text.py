@@ -86,7 +86,7 @@ def preview(text: str, width: int = 90) -> str:
     if len(line) <= width:
         return line
     cut = line[: width - 1]
-    if " " in cut[width // 2 :]:
+    if line[width - 1] != " " and " " in cut[width // 2 :]:  # mid-word: back up to the last whole word
         cut = cut[: cut.rindex(" ")]
     return cut.rstrip(" ,.;:") + "…"
 

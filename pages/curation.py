@@ -137,8 +137,10 @@ def add_items(quiz_set_id: int, item_ids: list[str]) -> None:
             parts.append(f"Retired, not added: {', '.join(result.retired)}.")
         return " ".join(parts)
 
-    act(quiz_catalog.add_to_quiz_set, summary, catalog=load_catalog(), viewer=user, quiz_set_id=quiz_set_id,
-        item_ids=item_ids)
+    result = act(quiz_catalog.add_to_quiz_set, summary, catalog=load_catalog(), viewer=user, quiz_set_id=quiz_set_id,
+                 item_ids=item_ids)
+    if result is not None and not result.added:
+        flash("warning", summary(result))
 
 
 def add_typed_ids(quiz_set_id: int) -> None:
