@@ -115,7 +115,8 @@ def save_settings(quiz_set_id: int) -> None:
         quiz_catalog.editable_quiz_set(session=session, viewer=user, quiz_set_id=quiz_set_id)
         return quizzes.update_quiz_set(session=session, quiz_set_id=quiz_set_id, **values)
 
-    act(update, "Settings saved.", **set_values(f"cur_edit_{quiz_set_id}"))
+    if act(update, "Settings saved.", **set_values(f"cur_edit_{quiz_set_id}")) is not None:
+        st.session_state["cur_set"] = quiz_set_id  # sends the (possibly renamed) label to the browser
 
 
 def publish(quiz_set_id: int, published: bool) -> None:
@@ -278,7 +279,50 @@ def item_panel(catalog: Catalog, item_id: str, current_set: Any | None) -> None:
         st.caption("The answer key stays the original's. The original text is always kept.")
 
 
-def bank_tab(catalog: Catalog, matches: list[Record], current_set: Any | None) -> None:
+FILTER_KEYS = ("cur_query", "cur_ocr", "cur_show_retired", "cur_sources", "cur_subjects", "cur_steps", "cur_kinds")
+
+
+def keep_filters() -> None:
+    """Keep the bank filters while another tab is open (Streamlit forgets widgets that were not drawn)."""
+    for key in FILTER_KEYS:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
+def current_matches(catalog: Catalog) -> list[Record]:
+    """The items the bank filters select (also used to add random items to a quiz set)."""
+    state = st.session_state
+    everything = catalog.items(include_retired=bool(state.get("cur_show_retired")))
+    return browse(everything, query=state.get("cur_query", ""), sources=state.get("cur_sources") or None,
+                  subjects=state.get("cur_subjects") or None, steps=state.get("cur_steps") or None,
+                  kinds=state.get("cur_kinds") or None, ocr=state.get("cur_ocr") or "any", haystack=catalog.haystack)
+
+
+def filter_widgets(catalog: Catalog) -> None:
+    everything = catalog.originals()
+    facets: dict[str, set[str]] = {"sources": set(), "subjects": set(), "kinds": set()}
+    for record in everything:
+        facets["sources"].add(record.source)
+        facets["subjects"].add(record.subject)
+        facets["kinds"].add(record.kind)
+    query_col, ocr_col, retired_col = st.columns([3, 1, 1])
+    query_col.text_input("Search", key="cur_query",
+                         placeholder='Words or "a phrase" in the question, options, answer, explanation or id')
+    ocr_col.selectbox("OCR flag", OCR_FILTERS, key="cur_ocr", format_func=OCR_LABELS.get)
+    retired_col.checkbox("Show retired items", key="cur_show_retired")
+    source_col, subject_col, step_col, kind_col = st.columns(4)
+    source_col.multiselect("Source", sorted(facets["sources"]), key="cur_sources", placeholder="All")
+    subject_col.multiselect("Subject", sorted(facets["subjects"]), key="cur_subjects", placeholder="All",
+                            format_func=quiz_text.subject_label)
+    step_col.multiselect("USMLE Step", list(quiz_text.STEP_LABELS), key="cur_steps", placeholder="Any",
+                         format_func=quiz_text.step_label)
+    kind_col.multiselect("Type", sorted(facets["kinds"]), key="cur_kinds", placeholder="All",
+                         format_func=quiz_text.kind_label)
+
+
+def bank_tab(catalog: Catalog, current_set: Any | None) -> None:
+    filter_widgets(catalog)
+    matches = current_matches(catalog)
     st.caption(f"{len(matches)} item{'s' if len(matches) != 1 else ''} match"
                + (f" (the first {SHOWN_ROWS} are listed)" if len(matches) > SHOWN_ROWS else ""))
     shown = matches[:SHOWN_ROWS]
@@ -289,9 +333,11 @@ def bank_tab(catalog: Catalog, matches: list[Record], current_set: Any | None) -
           "Question": quiz_text.preview(r.question, 120)} for r in shown],
         hide_index=True, key="cur_bank_table",
     )
-    by_id = {r.id: r for r in shown}
-    item_id = st.selectbox("Preview an item", list(by_id), index=None, key="cur_item", placeholder="Choose an item",
-                           format_func=lambda i: f"{i} · {quiz_text.preview(by_id[i].question, 70)}")
+    # Labels from the original text: an edit must not change the label the browser hands back.
+    originals = {r.id: catalog.original(r.id) or r for r in shown}
+    item_id = st.selectbox("Preview an item", list(originals), index=None, key="cur_item",
+                           placeholder="Choose an item",
+                           format_func=lambda i: f"{i} · {quiz_text.preview(originals[i].question, 70)}")
     if item_id is not None:
         item_panel(catalog, item_id, current_set)
 
@@ -393,14 +439,13 @@ def import_tab(catalog: Catalog, current_set: Any | None) -> None:
         st.rerun()
 
 
-def analytics_tab(catalog: Catalog, sets: dict[int, Any]) -> None:
-    if not sets:
-        st.info("Create and publish a quiz set to see how your students do.")
+def analytics_tab(catalog: Catalog, current_set: Any | None) -> None:
+    if current_set is None:
+        st.info("Choose a quiz set above to see how your students did.")
         return
-    quiz_set_id = st.selectbox("Quiz set", list(sets), key="cur_analytics_set",
-                               format_func=lambda i: sets[i].title)
+    quiz_set_id = current_set.id
     with Session(engine) as session:
-        report = quiz_reports.quiz_set_report(session=session, catalog=catalog, quiz_set=sets[quiz_set_id])
+        report = quiz_reports.quiz_set_report(session=session, catalog=catalog, quiz_set=current_set)
     stats = report.analytics
     cols = st.columns(4)
     cols[0].metric("Attempts", stats.attempts)
@@ -438,8 +483,9 @@ def analytics_tab(catalog: Catalog, sets: dict[int, Any]) -> None:
 catalog = load_catalog()
 with Session(engine) as session:
     sets = {qs.id: qs for qs in quiz_catalog.editable_quiz_sets(session=session, viewer=user)}
-if st.session_state.get("cur_set") not in (NEW_SET, None, *sets):
-    st.session_state["cur_set"] = NEW_SET
+if st.session_state.get("cur_set") not in (NEW_SET, *sets):
+    st.session_state["cur_set"] = next(iter(sets), NEW_SET)  # the newest set, or a new one
+keep_filters()
 
 if st.session_state["cur_flash"]:
     kind, message = st.session_state["cur_flash"]
@@ -448,36 +494,21 @@ if st.session_state["cur_flash"]:
 
 set_col, _ = st.columns([2, 1])
 set_col.selectbox("Quiz set you are working on", [NEW_SET, *sets], key="cur_set",
-                  format_func=lambda i: "➕ New quiz set" if i == NEW_SET else
-                  f"{sets[i].title} ({'published' if sets[i].published else 'draft'})")
+                  format_func=lambda i: "+ New quiz set" if i == NEW_SET else f"{sets[i].title} (#{i})")
 current_set = sets.get(st.session_state["cur_set"])
 
-with st.expander("Search and filter the bank", expanded=True):
-    query_col, ocr_col, retired_col = st.columns([3, 1, 1])
-    query = query_col.text_input("Search", key="cur_query", placeholder="Words or \"a phrase\" in the question, "
-                                 "options, answer, explanation or id")
-    ocr = ocr_col.selectbox("OCR flag", OCR_FILTERS, key="cur_ocr", format_func=OCR_LABELS.get)
-    show_retired = retired_col.checkbox("Show retired items", key="cur_show_retired")
-    everything = catalog.items(include_retired=show_retired)
-    facet = {"sources": sorted({r.source for r in everything}), "subjects": sorted({r.subject for r in everything}),
-             "kinds": sorted({r.kind for r in everything})}
-    source_col, subject_col, step_col, kind_col = st.columns(4)
-    sources = source_col.multiselect("Source", facet["sources"], key="cur_sources", placeholder="All")
-    subjects = subject_col.multiselect("Subject", facet["subjects"], key="cur_subjects", placeholder="All",
-                                       format_func=quiz_text.subject_label)
-    steps = step_col.multiselect("USMLE Step", list(quiz_text.STEP_LABELS), key="cur_steps", placeholder="Any",
-                                 format_func=quiz_text.step_label)
-    kinds = kind_col.multiselect("Type", facet["kinds"], key="cur_kinds", placeholder="All",
-                                 format_func=quiz_text.kind_label)
-matches = browse(everything, query=query, sources=sources or None, subjects=subjects or None, steps=steps or None,
-                 kinds=kinds or None, ocr=ocr, haystack=catalog.haystack)
-
-bank_view, sets_view, import_view, analytics_view = st.tabs(["Bank", "Quiz sets", "Import", "Analytics"])
-with bank_view:
-    bank_tab(catalog, matches, current_set)
-with sets_view:
-    sets_tab(catalog, sets, matches)
-with import_view:
-    import_tab(catalog, current_set)
-with analytics_view:
-    analytics_tab(catalog, sets)
+# Stateful tabs: the open tab survives reruns, and only its content runs.
+bank_view, sets_view, import_view, analytics_view = st.tabs(["Bank", "Quiz sets", "Import", "Analytics"],
+                                                            key="cur_tab", on_change="rerun")
+if bank_view.open:
+    with bank_view:
+        bank_tab(catalog, current_set)
+if sets_view.open:
+    with sets_view:
+        sets_tab(catalog, sets, current_matches(catalog))
+if import_view.open:
+    with import_view:
+        import_tab(catalog, current_set)
+if analytics_view.open:
+    with analytics_view:
+        analytics_tab(catalog, current_set)

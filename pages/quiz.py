@@ -335,14 +335,9 @@ def countdown(started_at: Any, time_limit_s: int) -> None:
     st.markdown(f":material/timer: **{quiz_text.format_duration(left)}** left")
 
 
-def nav_label(sitting: Sitting, index: int) -> str:
-    item = sitting.items[index]
-    marks = []
-    if item.answered:
-        marks.append("answered")
-    if item.answer.flagged:
-        marks.append("⚑ flagged")
-    return f"Question {index + 1}" + (f" · {', '.join(marks)}" if marks else "")
+def question_list(indexes: list[int], limit: int = 15) -> str:
+    shown = ", ".join(f"Q{i + 1}" for i in indexes[:limit])
+    return shown + (f" and {len(indexes) - limit} more" if len(indexes) > limit else "")
 
 
 def show_sitting(sitting: Sitting) -> None:
@@ -357,11 +352,13 @@ def show_sitting(sitting: Sitting) -> None:
             countdown(sitting.started_at, sitting.time_limit_s)
     if sitting.unavailable:
         st.caption(f"{len(sitting.unavailable)} question(s) of this quiz are no longer in the bank and are left out.")
-    if st.session_state.get("quiz_index", 0) >= n:
-        st.session_state["quiz_index"] = n - 1
-    st.session_state.setdefault("quiz_index", sitting.resume_index())
-    index = st.selectbox("Go to question", list(range(n)), key="quiz_index",
-                         format_func=lambda i: nav_label(sitting, i))
+    if not isinstance(st.session_state.get("quiz_index"), int):
+        st.session_state["quiz_index"] = sitting.resume_index()
+    st.session_state["quiz_index"] = min(max(st.session_state["quiz_index"], 0), n - 1)
+    # Labels stay the same from run to run: the browser hands a selectbox's choice back by its label.
+    index = st.selectbox("Go to question", list(range(n)), key="quiz_index", format_func=lambda i: f"Question {i + 1}")
+    if sitting.unanswered and len(sitting.unanswered) < n:
+        st.caption(f"Not answered yet: {question_list(sitting.unanswered)}")
     if sitting.flagged:
         st.caption("Flagged for review:")
         cols = st.columns(min(len(sitting.flagged), 8))
@@ -461,7 +458,7 @@ def show_results(sitting: Sitting) -> None:
 # -- starting a quiz --------------------------------------------------------------------------------------------
 
 
-def published_tab(catalog: Catalog) -> None:
+def published_tab() -> None:
     with Session(engine) as session:
         sets = quizzes.list_quiz_sets(session=session, published_only=True)
         sizes = {qs.id: len(quizzes.quiz_set_item_ids(session=session, quiz_set_id=qs.id)) for qs in sets}
@@ -486,19 +483,28 @@ def published_tab(catalog: Catalog) -> None:
                       disabled=not left, type="primary")
 
 
+def counts_help(counts: dict[str, int], label: Callable[[str], str] = str, limit: int = 25) -> str:
+    """Item counts per value, for a widget's help tooltip."""
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+    return "Questions available: " + ", ".join(f"{quiz_text.md_escape(label(k))} {n}" for k, n in top)
+
+
 def ad_hoc_tab(catalog: Catalog) -> None:
     options = available_filters(catalog.items())
+    st.caption(f"{options.total} questions available ({options.flagged} more flagged for quality).")
     with st.form("quiz_adhoc"):
         left, right = st.columns(2)
+        # Option labels never change from run to run (the browser hands choices back by their label), so the
+        # item counts go in the help text rather than in the labels.
         sources = left.multiselect("Sources", list(options.sources), key="quiz_sources", placeholder="All sources",
-                                   format_func=lambda s: f"{s} ({options.sources[s]})")
+                                   help=counts_help(options.sources))
         subjects = left.multiselect("Subjects", list(options.subjects), key="quiz_subjects",
-                                    placeholder="All subjects",
-                                    format_func=lambda s: f"{quiz_text.subject_label(s)} ({options.subjects[s]})")
+                                    placeholder="All subjects", format_func=quiz_text.subject_label,
+                                    help=counts_help(options.subjects, quiz_text.subject_label))
         steps = left.multiselect("USMLE Step", list(options.steps), key="quiz_steps", placeholder="Any",
-                                 format_func=lambda s: f"{quiz_text.step_label(s)} ({options.steps[s]})")
+                                 format_func=quiz_text.step_label, help=counts_help(options.steps, quiz_text.step_label))
         kinds = left.multiselect("Question types", list(options.kinds), key="quiz_kinds", placeholder="All types",
-                                 format_func=lambda k: f"{quiz_text.kind_label(k)} ({options.kinds[k]})")
+                                 format_func=quiz_text.kind_label, help=counts_help(options.kinds, quiz_text.kind_label))
         n = right.number_input("Number of questions", min_value=1, max_value=quiz_sitting.MAX_QUESTIONS, value=10,
                                step=1, key="quiz_n")
         pool = right.radio("Questions", list(POOL_LABELS), format_func=POOL_LABELS.get, key="quiz_pool")
@@ -506,8 +512,8 @@ def ad_hoc_tab(catalog: Catalog) -> None:
         minutes = right.number_input("Time limit in minutes (exam mode; 0 = untimed)", min_value=0, max_value=600,
                                      value=15, step=1, key="quiz_minutes")
         include_flagged = right.checkbox(
-            f"Include {options.flagged} items flagged for possible OCR damage, duplicates or key conflicts",
-            key="quiz_include_flagged")
+            "Include flagged items", key="quiz_include_flagged",
+            help=f"{options.flagged} questions are flagged: possible OCR damage, duplicates or conflicting keys.")
         submitted = st.form_submit_button("Start quiz", type="primary", key="quiz_adhoc_start")
     if submitted:
         spec = AdHocSpec(
@@ -599,13 +605,18 @@ if sitting is not None:
         show_results(sitting)
     st.stop()
 
+# Stateful tabs: the open tab survives reruns (and the end of a quiz), and only its content runs.
 published, ad_hoc, due_tab, history_tab = st.tabs(["Published quizzes", "Build your own", "Due for review",
-                                                   "My results"])
-with published:
-    published_tab(catalog)
-with ad_hoc:
-    ad_hoc_tab(catalog)
-with due_tab:
-    review_tab(catalog)
-with history_tab:
-    results_tab()
+                                                   "My results"], key="quiz_tab", on_change="rerun")
+if published.open:
+    with published:
+        published_tab()
+if ad_hoc.open:
+    with ad_hoc:
+        ad_hoc_tab(catalog)
+if due_tab.open:
+    with due_tab:
+        review_tab(catalog)
+if history_tab.open:
+    with history_tab:
+        results_tab()

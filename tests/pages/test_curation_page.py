@@ -38,7 +38,14 @@ def bank_ids(at: AppTest) -> list[str]:
     return list(at.dataframe[0].value["Id"])
 
 
+def open_tab(at: AppTest, label: str) -> AppTest:
+    """Switch the page's tabs (only the open tab's content runs)."""
+    at.session_state["cur_tab"] = label
+    return at.run()
+
+
 def create_set(at: AppTest, title: str, *, mode: str = "tutor", minutes: int = 0, passing: int = 0) -> int:
+    open_tab(at, "Quiz sets")
     at.text_input(key="cur_new_title").input(title)
     at.radio(key="cur_new_mode").set_value(mode)
     at.number_input(key="cur_new_minutes").set_value(minutes)
@@ -71,11 +78,14 @@ def test_build_publish_take_and_analyse(engine: Engine, teacher: User) -> None:
     at.button(key="cur_up_2").click().run()  # medqa:q3 one up
     at.button(key="cur_remove_3").click().run()  # medmcqa:q4 out
     assert set_items(engine, quiz_set_id) == ["medqa:q1", "medqa:q3", "medqa:q2"]
+    open_tab(at, "Bank")
     at.text_input(key="cur_query").input("deltoid").run()  # add from the bank browser too
     at.selectbox(key="cur_item").set_value("medmcqa:q4").run()
     at.button(key="cur_item_add").click().run()
     assert set_items(engine, quiz_set_id)[-1] == "medmcqa:q4"
 
+    open_tab(at, "Quiz sets")
+    assert [b.label for b in at.get("download_button")] == ["Export questions (CSV)"]
     at.button(key="cur_publish").click().run()
     assert any("Published" in s.value for s in at.success)
     with Session(engine) as session:
@@ -95,7 +105,7 @@ def test_build_publish_take_and_analyse(engine: Engine, teacher: User) -> None:
     quiz.button(key="quiz_submit").click().run()
     assert {m.label: m.value for m in quiz.metric}["Score"] == "75%"
 
-    at.run()
+    open_tab(at, "Analytics")
     analytics = {m.label: m.value for m in at.metric}
     assert analytics == {"Attempts": "1", "Mean score": "75%", "Pass rate": "100%", "In progress": "0"}
     per_item = at.dataframe[-2].value  # per-item table, then the attempts table
@@ -105,6 +115,7 @@ def test_build_publish_take_and_analyse(engine: Engine, teacher: User) -> None:
     attempts_table = at.dataframe[-1].value
     assert list(attempts_table["User"]) == ["stu"] and list(attempts_table["Score"]) == ["75%"]
     assert len(at.get("plotly_chart")) == 1
+    assert [b.label for b in at.get("download_button")] == ["Export results (CSV)"]
 
 
 def test_search_and_filters(engine: Engine, teacher: User) -> None:
@@ -129,6 +140,10 @@ def test_search_and_filters(engine: Engine, teacher: User) -> None:
     at.selectbox(key="cur_item").set_value("pubmedqa:q7").run()
     assert RECORDS["pubmedqa:q7"].context in texts(at)
     assert any("A\\. yes ✓" == m.value for m in at.markdown)  # the key is marked in the preview
+    open_tab(at, "Import")
+    assert not at.dataframe  # the bank's widgets are not drawn on another tab...
+    open_tab(at, "Bank")
+    assert bank_ids(at) == ["medmcqa:q4", "pubmedqa:q7"]  # ...but its filters are kept
 
 
 def test_edit_keeps_the_original_and_renders_script_as_text(engine: Engine, teacher: User) -> None:
@@ -173,13 +188,16 @@ def test_invalid_edit_is_refused_with_every_reason(engine: Engine, teacher: User
 def test_retire_and_restore(engine: Engine, teacher: User) -> None:
     at = app_as(teacher, PAGE).run()
     quiz_set_id = create_set(at, "Set")
+    open_tab(at, "Bank")
     at.selectbox(key="cur_item").set_value("medqa:q2").run()
     at.button(key="cur_item_retire").click().run()
     assert "medqa:q2" not in bank_ids(at)
+    open_tab(at, "Quiz sets")
     at.text_area(key="cur_add_ids").input("medqa:q2")
     at.button(key="cur_add_ids_button").click().run()
     assert any("Retired, not added: medqa:q2" in w.value.replace("\\", "") for w in at.warning)
     assert set_items(engine, quiz_set_id) == []
+    open_tab(at, "Bank")
     at.checkbox(key="cur_show_retired").check().run()
     assert "medqa:q2" in bank_ids(at)
     at.selectbox(key="cur_item").set_value("medqa:q2").run()
@@ -190,11 +208,11 @@ def test_retire_and_restore(engine: Engine, teacher: User) -> None:
 
 
 def test_import_with_errors_imports_nothing_unless_valid_only_is_chosen(engine: Engine, teacher: User) -> None:
-    at = app_as(teacher, PAGE).run()
+    at = open_tab(app_as(teacher, PAGE).run(), "Import")
     at.file_uploader[0].set_value(("errors.csv", (FIXTURES / "errors.csv").read_bytes(), "text/csv"))
     at.run()
     assert not at.exception
-    errors = at.dataframe[1].value  # the bank table, then the import errors
+    errors = at.dataframe[0].value
     assert list(zip(errors["Row"], errors["Field"])) == [
         (3, "question"), (4, "correct"), (5, "question"), (6, "license"), (7, "B")]
     assert any("Nothing is imported" in e.value for e in at.error)
@@ -210,6 +228,7 @@ def test_import_with_errors_imports_nothing_unless_valid_only_is_chosen(engine: 
         imported = quizzes.list_imported_items(session=session)
     assert [r.record["question"] for r in imported] == ["Which electrolyte abnormality causes peaked T waves?"]
     assert not at.file_uploader[0].value  # a fresh uploader after the import
+    open_tab(at, "Bank")
     at.text_input(key="cur_query").input("electrolyte abnormality").run()
     assert bank_ids(at) == [imported[0].item_id]
     assert at.dataframe[0].value["Status"][0] == "imported"
@@ -218,6 +237,7 @@ def test_import_with_errors_imports_nothing_unless_valid_only_is_chosen(engine: 
 def test_clean_import_can_go_straight_into_the_current_set(engine: Engine, teacher: User) -> None:
     at = app_as(teacher, PAGE).run()
     quiz_set_id = create_set(at, "Imports")
+    open_tab(at, "Import")
     items = [{"question": "Which vitamin deficiency causes scurvy? <b>bold</b>", "options": ["C", "D"],
               "correct": "A", "license": "CC BY 4.0", "subject": "Nutrition"}]
     at.file_uploader[0].set_value(("items.json", json.dumps(items).encode(), "application/json")).run()
@@ -226,6 +246,7 @@ def test_clean_import_can_go_straight_into_the_current_set(engine: Engine, teach
     at.button(key="cur_import_button").click().run()
     ids = set_items(engine, quiz_set_id)
     assert len(ids) == 1 and ids[0].startswith("import:")
+    open_tab(at, "Bank")
     at.selectbox(key="cur_item").set_value(ids[0]).run()
     assert "Which vitamin deficiency causes scurvy? <b>bold</b>" in texts(at)
     captions = [c.value.replace("\\", "") for c in at.caption]
@@ -238,7 +259,8 @@ def test_instructors_see_only_their_own_sets(engine: Engine, teacher: User) -> N
         mine = quizzes.create_quiz_set(session=session, owner_id=teacher.id, title="Mine").id
         quizzes.create_quiz_set(session=session, owner_id=other.id, title="Theirs")
     at = app_as(teacher, PAGE).run()
-    assert at.selectbox(key="cur_set").options == ["➕ New quiz set", "Mine (draft)"]
+    assert at.selectbox(key="cur_set").options == ["+ New quiz set", f"Mine (#{mine})"]
+    assert at.selectbox(key="cur_set").value == mine  # the newest own set is opened
     admin = app_as(add_user(engine, "root", "admin"), PAGE).run()
     assert len(admin.selectbox(key="cur_set").options) == 3
     with Session(engine) as session, pytest.raises(quizzes.QuizError):

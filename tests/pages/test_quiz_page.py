@@ -76,8 +76,15 @@ def wrong_letter(record: Record) -> str:
     return next(k for k in record.options or {} if k != record.correct)
 
 
+def open_tab(at: AppTest, label: str) -> AppTest:
+    """Switch the start screen's tabs (only the open tab's content runs)."""
+    at.session_state["quiz_tab"] = label
+    return at.run()
+
+
 def start_ad_hoc(at: AppTest, *, n: int, mode: str = "tutor", sources: list[str] | None = None,
                  kinds: list[str] | None = None, minutes: int | None = None, pool: str | None = None) -> AppTest:
+    open_tab(at, "Build your own")
     if sources:
         at.multiselect(key="quiz_sources").set_value(sources)
     if kinds:
@@ -201,7 +208,7 @@ def test_flag_move_and_review_feed_the_review_queue(engine: Engine, student: Use
         order.append(shown(at))
     at.selectbox(key="quiz_index").set_value(1).run()
     by_prefix(at.checkbox, "quiz_flag_").check().run()
-    assert "flagged" in at.selectbox(key="quiz_index").format_func(1)
+    assert any(b.label == "⚑ Q2" for b in at.button)
     at.button(key="quiz_next").click().run()
     assert shown(at).id == order[2].id
     at.button(key="quiz_goto_flagged_1").click().run()  # the flagged list jumps back
@@ -210,6 +217,8 @@ def test_flag_move_and_review_feed_the_review_queue(engine: Engine, student: Use
     for index, record in enumerate(order):  # first wrong, the flagged one right, the last right
         at.selectbox(key="quiz_index").set_value(index).run()
         answer(at, wrong_letter(record) if index == 0 else record.correct)
+        if index == 0:
+            assert "Not answered yet: Q2, Q3" in [c.value for c in at.caption]
     at.button(key="quiz_submit").click().run()
     assert not at.exception
     labels = [e.label for e in at.expander]
@@ -223,6 +232,7 @@ def test_flag_move_and_review_feed_the_review_queue(engine: Engine, student: Use
 
     monkeypatch.setattr(quiz_sitting, "current_time", lambda: datetime.now(UTC) + timedelta(days=60))
     at.button(key="quiz_back").click().run()
+    open_tab(at, "Due for review")
     assert any("2** questions are due" in m.value for m in at.markdown)
     at.button(key="quiz_review_start").click().run()
     assert not at.exception
@@ -364,6 +374,7 @@ def test_history_tab_lists_attempts_with_a_trend(engine: Engine, student: User) 
             answer(at, letter)
         at.button(key="quiz_submit").click().run()
         at.button(key="quiz_back").click().run()
+    open_tab(at, "My results")
     table = at.dataframe[0].value
     assert list(table["Score"]) == ["100%", "50%"] and list(table["Quiz"]) == ["Trend <i>set</i>"] * 2
     trend = at.get("plotly_chart")[0].proto.spec
