@@ -401,7 +401,8 @@ def sets_tab(catalog: Catalog, sets: dict[int, Any], matches: list[Record]) -> N
 def import_tab(catalog: Catalog, current_set: Any | None) -> None:
     st.caption("CSV or JSON, UTF-8. Columns: question, A–E (or options), correct, answer (open-ended), explanation, "
                "subject, source, license (required), attribution (needed for CC BY material), kind, tags.")
-    upload = st.file_uploader("Items file", type=["csv", "json"], key=f"cur_import_{st.session_state['cur_import_nonce']}")
+    nonce = st.session_state["cur_import_nonce"]  # a new key after each import empties the uploader
+    upload = st.file_uploader("Items file", type=["csv", "json"], key=f"cur_import_{nonce}")
     if upload is None:
         return
     result = parse_import(upload.getvalue(), upload.name, existing_ids=catalog.all_ids())

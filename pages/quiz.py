@@ -131,6 +131,12 @@ def save_text(attempt_id: int, position: int, widget_key: str) -> None:
     act(quiz_sitting.save_text, attempt_id=attempt_id, position=position, text=st.session_state.get(widget_key, ""))
 
 
+def save_text_on_change(attempt_id: int, position: int, widget_key: str) -> None:
+    """Exam mode saves a written answer when the student leaves the field (an emptied field is left alone)."""
+    if str(st.session_state.get(widget_key) or "").strip():
+        save_text(attempt_id, position, widget_key)
+
+
 def save_grade(attempt_id: int, position: int, grade: str) -> None:
     act(quiz_sitting.self_grade, attempt_id=attempt_id, position=position, grade=grade)
 
@@ -306,13 +312,16 @@ def show_item(sitting: Sitting, index: int) -> None:
     else:
         widget = f"quiz_text_{aid}_{pos}"
         st.session_state.setdefault(widget, item.answer.text)
+        exam_answering = sitting.mode == "exam" and not locked
         st.text_area("Your answer", key=widget, disabled=locked, height=150,
-                     placeholder="Reason it through, then give your answer.")
+                     placeholder="Reason it through, then give your answer.",
+                     on_change=save_text_on_change if exam_answering else None,
+                     args=(aid, pos, widget) if exam_answering else None)
         if not locked:
             st.button("Check answer" if sitting.mode == "tutor" else "Save answer", key=f"quiz_save_text_{aid}_{pos}",
                       type="primary", on_click=save_text, args=(aid, pos, widget))
-        elif sitting.mode == "exam" and not sitting.submitted:
-            st.caption("Saved.")
+        if exam_answering and item.answered:
+            st.caption("Saved. You can change it until you submit.")
         if sitting.feedback_visible(index) and item.answered:
             open_feedback(sitting, index)
     if sitting.mode == "tutor" and sitting.feedback_visible(index):
@@ -502,9 +511,11 @@ def ad_hoc_tab(catalog: Catalog) -> None:
                                     placeholder="All subjects", format_func=quiz_text.subject_label,
                                     help=counts_help(options.subjects, quiz_text.subject_label))
         steps = left.multiselect("USMLE Step", list(options.steps), key="quiz_steps", placeholder="Any",
-                                 format_func=quiz_text.step_label, help=counts_help(options.steps, quiz_text.step_label))
+                                 format_func=quiz_text.step_label,
+                                 help=counts_help(options.steps, quiz_text.step_label))
         kinds = left.multiselect("Question types", list(options.kinds), key="quiz_kinds", placeholder="All types",
-                                 format_func=quiz_text.kind_label, help=counts_help(options.kinds, quiz_text.kind_label))
+                                 format_func=quiz_text.kind_label,
+                                 help=counts_help(options.kinds, quiz_text.kind_label))
         n = right.number_input("Number of questions", min_value=1, max_value=quiz_sitting.MAX_QUESTIONS, value=10,
                                step=1, key="quiz_n")
         pool = right.radio("Questions", list(POOL_LABELS), format_func=POOL_LABELS.get, key="quiz_pool")
@@ -578,11 +589,15 @@ catalog = load_catalog()
 sitting: Sitting | None = None
 if st.session_state["quiz_attempt"] is not None:
     with Session(engine) as session:
-        if quiz_sitting.enforce_deadline(session=session, catalog=catalog, attempt_id=st.session_state["quiz_attempt"],
-                                         user_id=user.id, now=quiz_sitting.current_time()):
-            flash("warning", "Time is up: your exam was submitted automatically.")
         sitting = quiz_sitting.load_sitting(session=session, catalog=catalog,
                                             attempt_id=st.session_state["quiz_attempt"], user_id=user.id)
+        now = quiz_sitting.current_time()
+        if sitting is not None and sitting.due_for_auto_submit(now):  # also right after a reload past the deadline
+            quiz_sitting.enforce_deadline(session=session, catalog=catalog, attempt_id=sitting.attempt_id,
+                                          user_id=user.id, now=now)
+            flash("warning", "Time is up: your exam was submitted automatically.")
+            sitting = quiz_sitting.load_sitting(session=session, catalog=catalog, attempt_id=sitting.attempt_id,
+                                                user_id=user.id)
     if sitting is None or not sitting.items:
         open_attempt(None)
         sitting = None
@@ -605,7 +620,7 @@ if sitting is not None:
         show_results(sitting)
     st.stop()
 
-# Stateful tabs: the open tab survives reruns (and the end of a quiz), and only its content runs.
+# Stateful tabs: the open tab survives reruns (a finished quiz returns to it), and only its content runs.
 published, ad_hoc, due_tab, history_tab = st.tabs(["Published quizzes", "Build your own", "Due for review",
                                                    "My results"], key="quiz_tab", on_change="rerun")
 if published.open:

@@ -1,4 +1,4 @@
-"""Results across sittings: a student's attempt history and score trend, an instructor's per-quiz analytics, CSV exports.
+"""Results across sittings: a student's history and score trend, an instructor's per-quiz analytics, CSV exports.
 
 Scores are recomputed from the stored answers with ``core.quiz`` (so analytics see per-item
 scores), in a fixed number of queries whatever the number of attempts.

@@ -136,7 +136,8 @@ class Sitting:
 
     def can_self_grade(self, index: int) -> bool:
         item = self.items[index]
-        return self.phase != "finished" and item.record.kind == "open" and item.answered and self.feedback_visible(index)
+        return (self.phase != "finished" and item.record.kind == "open" and item.answered
+                and self.feedback_visible(index))
 
     @property
     def to_grade(self) -> list[int]:
@@ -272,7 +273,8 @@ class AdHocSpec:
         return found
 
 
-def _sample(catalog: Catalog, spec: AdHocSpec, seed: int, *, seen: Collection[str], missed: Collection[str]) -> list[Record]:
+def _sample(catalog: Catalog, spec: AdHocSpec, seed: int, *, seen: Collection[str],
+            missed: Collection[str]) -> list[Record]:
     return quiz_core.sample_items(
         catalog.items(), n=spec.n, seed=seed, sources=spec.sources, subjects=spec.subjects, steps=spec.steps,
         kinds=spec.kinds, include_flagged=spec.include_flagged,
@@ -305,7 +307,8 @@ def due_item_ids(*, session: Session, catalog: Catalog, user_id: int, now: datet
             if catalog.original(card.item_id) is not None and not catalog.is_retired(card.item_id)]
 
 
-def start_review(*, session: Session, catalog: Catalog, user_id: int, n: int, now: datetime, mode: str = "tutor") -> int:
+def start_review(*, session: Session, catalog: Catalog, user_id: int, n: int, now: datetime,
+                 mode: str = "tutor") -> int:
     """A tutor-mode sitting over up to ``n`` of the user's due review items. Returns the attempt id."""
     if n < 1:
         raise AttemptError("Ask for at least one question.")

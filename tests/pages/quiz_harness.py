@@ -66,7 +66,8 @@ def write_prepared_bank(work_dir: Path, records: Sequence[Record] = BANK) -> Pat
     return data
 
 
-def quiz_environment(monkeypatch: pytest.MonkeyPatch, work_dir: Path, records: Sequence[Record] = BANK) -> Iterator[Engine]:
+def quiz_environment(monkeypatch: pytest.MonkeyPatch, work_dir: Path,
+                     records: Sequence[Record] = BANK) -> Iterator[Engine]:
     """``app_environment`` plus a prepared bank of ``records``."""
     write_prepared_bank(work_dir, records)
     yield from app_environment(monkeypatch, work_dir)
@@ -75,8 +76,3 @@ def quiz_environment(monkeypatch: pytest.MonkeyPatch, work_dir: Path, records: S
 def texts(at: AppTest) -> list[str]:
     """Values of every ``st.text`` element of the last run."""
     return [t.value for t in at.text]
-
-
-def messages(at: AppTest) -> list[str]:
-    """Values of every success/info/warning/error box of the last run."""
-    return [m.value for m in (*at.success, *at.info, *at.warning, *at.error)]

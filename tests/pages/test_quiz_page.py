@@ -21,7 +21,7 @@ from core.records import Record
 from storage import attempts, quiz_sitting, quizzes, reviews
 from storage.models import Attempt, GenerationEvent, User
 from tests.pages.auth_harness import add_user, allows_html, app_as, app_environment
-from tests.pages.quiz_harness import BANK, messages, quiz_environment, texts
+from tests.pages.quiz_harness import BANK, quiz_environment, texts
 
 PAGE = "pages/quiz.py"
 RECORDS = {r.id: r for r in BANK}
@@ -232,6 +232,7 @@ def test_flag_move_and_review_feed_the_review_queue(engine: Engine, student: Use
 
     monkeypatch.setattr(quiz_sitting, "current_time", lambda: datetime.now(UTC) + timedelta(days=60))
     at.button(key="quiz_back").click().run()
+    assert [b for b in at.button if b.key == "quiz_adhoc_start"]  # back on the tab the quiz started from
     open_tab(at, "Due for review")
     assert any("2** questions are due" in m.value for m in at.markdown)
     at.button(key="quiz_review_start").click().run()

@@ -11,8 +11,7 @@ from sqlmodel import Session
 from core.quiz import NotEnoughItemsError, OverrideError
 from core.quiz_bank import Bank
 from core.quiz_import import parse_import
-from core.records import Record
-from storage import attempts, quiz_catalog, quiz_reports, quiz_sitting, quizzes, reviews
+from storage import quiz_catalog, quiz_reports, quiz_sitting, quizzes, reviews
 from storage.attempts import AttemptError
 from storage.models import Attempt, User
 from storage.quiz_catalog import Catalog
@@ -237,7 +236,8 @@ def test_edits_store_only_changes_and_keep_retirement(session: Session, make_use
 
 
 def test_quiz_set_editing_is_checked_and_ordered(session: Session, make_user) -> None:
-    teacher, other, admin = make_user("teach", "instructor"), make_user("other", "instructor"), make_user("root", "admin")
+    teacher, other = make_user("teach", "instructor"), make_user("other", "instructor")
+    admin = make_user("root", "admin")
     qs = quizzes.create_quiz_set(session=session, owner_id=teacher.id, title="Mine").id
     kwargs = dict(session=session, quiz_set_id=qs)
     added = quiz_catalog.add_to_quiz_set(catalog=catalog(session), viewer=teacher,
