@@ -296,8 +296,9 @@ def test_open_ended_item_shows_reference_rouge_and_self_grade(engine: Engine, st
 def test_exam_with_written_answers_is_graded_after_submission(engine: Engine, student: User) -> None:
     at = start_ad_hoc(app_as(student, PAGE).run(), n=1, kinds=["open"], mode="exam", minutes=10)
     attempt_id = at.session_state["quiz_attempt"]
-    by_prefix(at.text_area, "quiz_text_").input("Hyperkalemia")
-    by_prefix(at.button, "quiz_save_text_").click().run()
+    by_prefix(at.text_area, "quiz_text_").input("Hyperkalemia").run()  # saved on leaving the field
+    assert stored(engine, attempt_id)[1][0].free_text == "Hyperkalemia"
+    assert "Saved. You can change it until you submit." in [c.value for c in at.caption]
     assert RECORDS["medical-o1:o1"].answer not in texts(at)  # no reference before submission
     at.button(key="quiz_submit").click().run()
     assert any("Grade your written answers" in i.value for i in at.info)
