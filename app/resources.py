@@ -1,4 +1,4 @@
-"""Every ``st.cache_resource`` of the app lives here: settings, the database engine, the served model (and later the bank).
+"""Every ``st.cache_resource`` of the app lives here: settings, the database engine, the served model and the bank.
 
 Cached objects are shared by all sessions and never mutated; generation on a shared model holds
 the lock that comes with it.
@@ -14,7 +14,9 @@ from typing import Any, Callable
 import streamlit as st
 from sqlalchemy import Engine
 
+from core import data as data_lib
 from core import model as model_lib
+from core.quiz_bank import Bank
 from core.settings import Settings, load_settings
 from storage.engine import open_database
 
@@ -73,3 +75,25 @@ def get_served_model(base_model: str, adapter: str, device: str) -> ServedModel:
     dev = model_lib.pick_device(device)
     mdl, tok = model_lib.load_model(base, adapter_dir=adapter_dir, device=dev)
     return ServedModel(mdl, tok, base, adapter_dir, card, dev)
+
+
+def get_bank() -> Bank:
+    """The prepared question bank, shared read-only by every session.
+
+    Keyed by the manifest's modification time and size: ``python -m core.data prepare`` swaps in a
+    new folder (and manifest), and the next page run loads the new bank without a restart.
+    Raises FileNotFoundError, naming the command to run, when the data has not been prepared.
+    """
+    settings = get_settings()
+    try:
+        stat = (settings.prepared_dir / data_lib.MANIFEST_FILE).stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"No prepared data in {settings.prepared_dir}: run `python -m core.data prepare`"
+        ) from None
+    return _bank_for(str(settings.prepared_dir), stat.st_mtime_ns, stat.st_size)
+
+
+@st.cache_resource(show_spinner="Loading the question bank…", max_entries=2)
+def _bank_for(prepared_dir: str, manifest_mtime_ns: int, manifest_size: int) -> Bank:
+    return Bank.from_records(data_lib.load_bank(get_settings()))

@@ -1,0 +1,487 @@
+"""One student's sitting of a quiz, from start to results: the glue between ``core.quiz`` and the attempt tables.
+
+A sitting is an :class:`~storage.models.Attempt` with its questions. This module starts one (from a
+published quiz set, an ad-hoc selection, or the FSRS review queue), reads it back as a
+:class:`Sitting` (items resolved through the catalog, answers as ``core.quiz.Answer``), saves every
+answer the moment it is given, enforces exam time, and finishes it: score, status, and the
+spaced-repetition cards of missed and flagged items.
+
+Phases: ``answering`` -> (``grading``) -> ``finished``. When a sitting is submitted (or its exam
+time runs out) with open-ended answers the student has not self-graded yet, answers close but the
+attempt stays open for grading: the reference answers are shown and the student grades each one,
+then the sitting finishes. Without such answers it finishes at once.
+
+Times: functions take ``now`` explicitly; pages pass :func:`current_time` (tests replace it).
+Passing scores are stored as fractions (``QuizSet.passing_score``, 0..1) and handed to
+``core.quiz`` as percentages.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlmodel import Session
+
+from core import quiz as quiz_core
+from core import review
+from core.quiz import Answer, AttemptResult, NotEnoughItemsError
+from core.records import Record
+from storage import attempts, quizzes, reviews
+from storage.attempts import AttemptError
+from storage.models import Attempt, AttemptItem, QuizSet
+from storage.quiz_catalog import Catalog
+
+Phase = Literal["answering", "grading", "finished"]
+Pool = Literal["all", "unseen", "missed"]
+POOLS: tuple[Pool, ...] = ("all", "unseen", "missed")
+KIND_QUIZ_SET, KIND_AD_HOC, KIND_REVIEW = "quiz_set", "ad_hoc", "review"
+AD_HOC_TITLE = "Ad-hoc quiz"
+REVIEW_TITLE = "Due for review"
+MAX_QUESTIONS = 200
+
+__all__ = [
+    "AdHocSpec", "AttemptError", "NotEnoughItemsError", "Sitting", "SittingItem", "choose", "current_time",
+    "enforce_deadline", "load_sitting", "resume_id", "save_text", "self_grade", "set_flag", "start_ad_hoc",
+    "start_quiz_set", "start_review", "submit",
+]
+
+
+def current_time() -> datetime:
+    """The clock every sitting decision uses (tests monkeypatch this one function)."""
+    return datetime.now(UTC)
+
+
+# -- reading a sitting -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SittingItem:
+    """One question of a sitting with the answer saved so far."""
+
+    position: int
+    """The stored position (what :func:`storage.attempts.record_answer` takes)."""
+    record: Record
+    answer: Answer
+    rouge_l: float | None
+    answered_at: datetime | None
+
+    @property
+    def answered(self) -> bool:
+        if self.record.kind == "mcq":
+            return bool(self.answer.choice)
+        return bool(self.answer.text.strip())
+
+    @property
+    def needs_grading(self) -> bool:
+        return self.record.kind == "open" and self.answered and self.answer.self_grade is None
+
+
+@dataclass(frozen=True)
+class Sitting:
+    """An attempt as the quiz page shows it."""
+
+    attempt_id: int
+    user_id: int
+    quiz_set_id: int | None
+    title: str
+    kind: str
+    mode: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    time_limit_s: int | None
+    passing_percent: float | None
+    answers_closed: bool
+    """Answers can no longer change (submitted or timed out); only self-grades are still open."""
+    items: list[SittingItem]
+    unavailable: list[str] = field(default_factory=list)
+    """Item ids of this attempt that are no longer in the bank (left out of the score)."""
+
+    @property
+    def phase(self) -> Phase:
+        if self.status != "in_progress":
+            return "finished"
+        return "grading" if self.answers_closed else "answering"
+
+    @property
+    def submitted(self) -> bool:
+        return self.phase != "answering"
+
+    def remaining_s(self, now: datetime) -> float | None:
+        """Seconds left on the exam clock; None when there is no clock (tutor mode or untimed)."""
+        if self.mode != "exam":
+            return None
+        return quiz_core.remaining_s(self.started_at, self.time_limit_s, now)
+
+    def due_for_auto_submit(self, now: datetime) -> bool:
+        return self.phase == "answering" and quiz_core.should_auto_submit(
+            mode=self.mode, started_at=self.started_at, time_limit_s=self.time_limit_s, now=now, submitted=False
+        )
+
+    def feedback_visible(self, index: int) -> bool:
+        """Whether the correct answer and explanation of item ``index`` may be shown."""
+        return quiz_core.feedback_visible(self.mode, submitted=self.submitted, answered=self.items[index].answered)
+
+    def locked(self, index: int, now: datetime) -> bool:
+        """Whether the answer to item ``index`` can no longer change."""
+        return quiz_core.answer_locked(
+            self.mode, submitted=self.submitted, answered=self.items[index].answered,
+            timed_out=self.due_for_auto_submit(now),
+        )
+
+    def can_self_grade(self, index: int) -> bool:
+        item = self.items[index]
+        return (self.phase != "finished" and item.record.kind == "open" and item.answered
+                and self.feedback_visible(index))
+
+    @property
+    def to_grade(self) -> list[int]:
+        """Indexes of answered open-ended items still waiting for the student's self-grade."""
+        return [i for i, item in enumerate(self.items) if item.needs_grading]
+
+    @property
+    def flagged(self) -> list[int]:
+        return [i for i, item in enumerate(self.items) if item.answer.flagged]
+
+    @property
+    def unanswered(self) -> list[int]:
+        return [i for i, item in enumerate(self.items) if not item.answered]
+
+    def resume_index(self) -> int:
+        """Where to continue after a reload: the first unanswered item (the last one when all are answered)."""
+        if self.phase == "grading" and self.to_grade:
+            return self.to_grade[0]
+        return self.unanswered[0] if self.unanswered else max(0, len(self.items) - 1)
+
+    def result(self, now: datetime | None = None) -> AttemptResult:
+        """The scored sitting (time runs to ``finished_at``, or to ``now`` while it is open)."""
+        return quiz_core.score_attempt(
+            [item.record for item in self.items],
+            [item.answer for item in self.items],
+            started_at=self.started_at,
+            finished_at=self.finished_at or now,
+            time_limit_s=self.time_limit_s if self.mode == "exam" else None,
+            passing_score=self.passing_percent,
+        )
+
+
+def _percent(fraction: Any) -> float | None:
+    return None if fraction is None else 100.0 * float(fraction)
+
+
+def sitting_from_rows(attempt: Attempt, rows: list[AttemptItem], catalog: Catalog) -> Sitting:
+    """Build a :class:`Sitting` from stored rows (items resolved with their current edits, retired ones kept)."""
+    assert attempt.id is not None
+    items: list[SittingItem] = []
+    unavailable: list[str] = []
+    for row in rows:
+        record = catalog.item(row.item_id)
+        if record is None:
+            unavailable.append(row.item_id)
+            continue
+        answer = Answer(item_id=row.item_id, choice=row.chosen, text=row.free_text or "", self_grade=row.self_grade,
+                        flagged=row.flagged)
+        items.append(SittingItem(position=row.position, record=record, answer=answer, rouge_l=row.rouge_l,
+                                 answered_at=row.answered_at))
+    config = attempt.config or {}
+    return Sitting(
+        attempt_id=attempt.id, user_id=attempt.user_id, quiz_set_id=attempt.quiz_set_id,
+        title=str(config.get("title") or AD_HOC_TITLE), kind=str(config.get("kind") or KIND_AD_HOC),
+        mode=attempt.mode, status=attempt.status, started_at=attempt.started_at, finished_at=attempt.finished_at,
+        time_limit_s=attempt.time_limit_s, passing_percent=_percent(config.get("passing_score")),
+        answers_closed=bool(config.get("answers_closed_at")), items=items, unavailable=unavailable,
+    )
+
+
+def load_sitting(*, session: Session, catalog: Catalog, attempt_id: int, user_id: int) -> Sitting | None:
+    """The user's own attempt as a sitting; None when it does not exist or is someone else's."""
+    attempt = attempts.get_attempt(session=session, attempt_id=attempt_id)
+    if attempt is None or attempt.user_id != user_id:
+        return None
+    return sitting_from_rows(attempt, attempts.attempt_items(session=session, attempt_id=attempt_id), catalog)
+
+
+def resume_id(*, session: Session, user_id: int) -> int | None:
+    """The user's newest unfinished attempt, to continue after a reload or on another device."""
+    attempt = attempts.unfinished_attempt(session=session, user_id=user_id)
+    return attempt.id if attempt is not None else None
+
+
+# -- starting -------------------------------------------------------------------------------------------------------
+
+
+def _start(session: Session, *, user_id: int, item_ids: list[str], mode: str, quiz_set_id: int | None,
+           config: dict[str, Any], time_limit_s: int | None) -> int:
+    attempt = attempts.start_attempt(session=session, user_id=user_id, item_ids=item_ids, mode=mode,
+                                     quiz_set_id=quiz_set_id, config=config, time_limit_s=time_limit_s)
+    assert attempt.id is not None
+    return attempt.id
+
+
+def start_quiz_set(*, session: Session, catalog: Catalog, user_id: int, quiz_set_id: int) -> int:
+    """Start a published quiz set; its settings are copied into the attempt. Returns the attempt id.
+
+    Retired items and items no longer in the bank are left out. Raises :class:`AttemptError` when
+    the set is not published, has no usable item, or its attempts are used up.
+    """
+    quiz_set = session.get(QuizSet, quiz_set_id)
+    if quiz_set is None or not quiz_set.published:
+        raise AttemptError("This quiz is not available.")
+    ids = [i for i in dict.fromkeys(quizzes.quiz_set_item_ids(session=session, quiz_set_id=quiz_set_id))
+           if catalog.original(i) is not None and not catalog.is_retired(i)]
+    if not ids:
+        raise AttemptError("This quiz has no questions left; ask its instructor.")
+    config = {"kind": KIND_QUIZ_SET, "title": quiz_set.title, "passing_score": quiz_set.passing_score,
+              "attempts_allowed": quiz_set.attempts_allowed}
+    limit = quiz_set.time_limit_s if quiz_set.mode == "exam" else None
+    return _start(session, user_id=user_id, item_ids=ids, mode=quiz_set.mode, quiz_set_id=quiz_set_id,
+                  config=config, time_limit_s=limit)
+
+
+@dataclass(frozen=True)
+class AdHocSpec:
+    """What a student asked for in the ad-hoc quiz form. ``None`` filters let everything through."""
+
+    n: int
+    mode: str = "tutor"
+    sources: list[str] | None = None
+    subjects: list[str] | None = None
+    steps: list[str] | None = None
+    kinds: list[str] | None = None
+    pool: Pool = "all"
+    include_flagged: bool = False
+    time_limit_s: int | None = None
+    """Exam mode only; None is untimed."""
+    seed: int | None = None
+    """None draws a fresh seed (stored with the attempt, so the draw can be reproduced)."""
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 1 <= self.n <= MAX_QUESTIONS:
+            found.append(f"Ask for 1 to {MAX_QUESTIONS} questions.")
+        if self.mode not in quiz_core.MODES:
+            found.append(f"Mode must be one of {', '.join(quiz_core.MODES)}.")
+        if self.pool not in POOLS:
+            found.append(f"Pool must be one of {', '.join(POOLS)}.")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            found.append("The time limit must be a positive number of seconds.")
+        return found
+
+
+def _sample(catalog: Catalog, spec: AdHocSpec, seed: int, *, seen: Collection[str],
+            missed: Collection[str]) -> list[Record]:
+    return quiz_core.sample_items(
+        catalog.items(), n=spec.n, seed=seed, sources=spec.sources, subjects=spec.subjects, steps=spec.steps,
+        kinds=spec.kinds, include_flagged=spec.include_flagged,
+        exclude_ids=seen if spec.pool == "unseen" else (),
+        only_ids=missed if spec.pool == "missed" else None,
+    )
+
+
+def start_ad_hoc(*, session: Session, catalog: Catalog, user_id: int, spec: AdHocSpec) -> int:
+    """Draw ``spec.n`` items that match the spec and start a sitting over them. Returns the attempt id.
+
+    Raises :class:`AttemptError` for a bad spec and ``core.quiz.NotEnoughItemsError`` (with
+    ``available``) when fewer items match.
+    """
+    problems = spec.problems()
+    if problems:
+        raise AttemptError(" ".join(problems))
+    seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**31)
+    seen = attempts.seen_item_ids(session=session, user_id=user_id) if spec.pool == "unseen" else set()
+    missed = attempts.missed_item_ids(session=session, user_id=user_id) if spec.pool == "missed" else set()
+    items = _sample(catalog, spec, seed, seen=seen, missed=missed)
+    config = {"kind": KIND_AD_HOC, "title": AD_HOC_TITLE, "passing_score": None, **asdict(spec), "seed": seed}
+    return _start(session, user_id=user_id, item_ids=[r.id for r in items], mode=spec.mode, quiz_set_id=None,
+                  config=config, time_limit_s=spec.time_limit_s if spec.mode == "exam" else None)
+
+
+def due_item_ids(*, session: Session, catalog: Catalog, user_id: int, now: datetime) -> list[str]:
+    """Items whose review card is due, most overdue first (retired and vanished items left out)."""
+    return [card.item_id for card in reviews.due_review_cards(session=session, user_id=user_id, now=now)
+            if catalog.original(card.item_id) is not None and not catalog.is_retired(card.item_id)]
+
+
+def start_review(*, session: Session, catalog: Catalog, user_id: int, n: int, now: datetime,
+                 mode: str = "tutor") -> int:
+    """A tutor-mode sitting over up to ``n`` of the user's due review items. Returns the attempt id."""
+    if n < 1:
+        raise AttemptError("Ask for at least one question.")
+    ids = due_item_ids(session=session, catalog=catalog, user_id=user_id, now=now)[:n]
+    if not ids:
+        raise AttemptError("Nothing is due for review right now.")
+    config = {"kind": KIND_REVIEW, "title": REVIEW_TITLE, "passing_score": None}
+    return _start(session, user_id=user_id, item_ids=ids, mode=mode, quiz_set_id=None, config=config,
+                  time_limit_s=None)
+
+
+# -- answering ------------------------------------------------------------------------------------------------------
+
+
+def _open_sitting(session: Session, catalog: Catalog, attempt_id: int, user_id: int, now: datetime) -> Sitting:
+    """The sitting, checked to be the user's and still open; an expired exam is submitted first."""
+    sitting = load_sitting(session=session, catalog=catalog, attempt_id=attempt_id, user_id=user_id)
+    if sitting is None:
+        raise AttemptError("This attempt does not exist or is not yours.")
+    if sitting.phase == "finished":
+        raise AttemptError("This attempt is already finished; answers can no longer change.")
+    if sitting.due_for_auto_submit(now):
+        _close(session, catalog, sitting, now=now, timed_out=True)
+        raise AttemptError("Time is up: your answers were submitted.")
+    return sitting
+
+
+def _index_of(sitting: Sitting, position: int) -> int:
+    for index, item in enumerate(sitting.items):
+        if item.position == position:
+            return index
+    raise AttemptError(f"This attempt has no question {position + 1}.")
+
+
+def choose(*, session: Session, catalog: Catalog, attempt_id: int, user_id: int, position: int, choice: str | None,
+           now: datetime) -> bool | None:
+    """Save a multiple-choice answer (None clears it, exam mode only); returns whether it is correct.
+
+    Tutor mode locks an item once answered; exam mode allows changes until submission.
+    """
+    sitting = _open_sitting(session, catalog, attempt_id, user_id, now)
+    index = _index_of(sitting, position)
+    item = sitting.items[index]
+    if item.record.kind != "mcq":
+        raise AttemptError("This question takes a written answer.")
+    if sitting.locked(index, now):
+        raise AttemptError("This answer can no longer change.")
+    if choice is not None and choice not in (item.record.options or {}):
+        raise AttemptError(f"{choice!r} is not one of this question's options.")
+    correct = None if choice is None else quiz_core.grade_mcq(item.record, choice)
+    attempts.record_answer(session=session, attempt_id=attempt_id, user_id=user_id, position=position, chosen=choice,
+                           correct=correct)
+    return correct
+
+
+def save_text(*, session: Session, catalog: Catalog, attempt_id: int, user_id: int, position: int, text: str,
+              now: datetime) -> float:
+    """Save a written answer to an open-ended item; returns its ROUGE-L against the reference answer."""
+    sitting = _open_sitting(session, catalog, attempt_id, user_id, now)
+    index = _index_of(sitting, position)
+    item = sitting.items[index]
+    if item.record.kind != "open":
+        raise AttemptError("This question is multiple choice.")
+    if sitting.locked(index, now):
+        raise AttemptError("This answer can no longer change.")
+    text = (text or "").strip()
+    if not text:
+        raise AttemptError("Write an answer first.")
+    score = quiz_core.rouge_l(text, item.record.answer)
+    attempts.record_answer(session=session, attempt_id=attempt_id, user_id=user_id, position=position,
+                           free_text=text, rouge_l=score)
+    return score
+
+
+def self_grade(*, session: Session, catalog: Catalog, attempt_id: int, user_id: int, position: int, grade: str,
+               now: datetime) -> Phase:
+    """The student's grade of their own written answer; finishes a sitting in grading once all are graded.
+
+    Returns the sitting's phase afterwards.
+    """
+    quiz_core.self_grade_score(grade)  # raises ValueError for an unknown grade
+    sitting = _open_sitting(session, catalog, attempt_id, user_id, now)
+    index = _index_of(sitting, position)
+    if not sitting.can_self_grade(index):
+        raise AttemptError("Answer the question (and, in exam mode, submit) before grading it.")
+    attempts.record_answer(session=session, attempt_id=attempt_id, user_id=user_id, position=position,
+                           self_grade=grade)
+    if sitting.phase == "grading":
+        updated = load_sitting(session=session, catalog=catalog, attempt_id=attempt_id, user_id=user_id)
+        assert updated is not None
+        if not updated.to_grade:
+            _finish(session, updated, now=now)
+            return "finished"
+    return sitting.phase
+
+
+def set_flag(*, session: Session, catalog: Catalog, attempt_id: int, user_id: int, position: int, flagged: bool,
+             now: datetime) -> None:
+    """Mark an item for review (flagged items enter the spaced-repetition queue)."""
+    sitting = _open_sitting(session, catalog, attempt_id, user_id, now)
+    _index_of(sitting, position)
+    attempts.record_answer(session=session, attempt_id=attempt_id, user_id=user_id, position=position, flagged=flagged)
+
+
+# -- submitting and finishing ---------------------------------------------------------------------------------------
+
+
+def submit(*, session: Session, catalog: Catalog, attempt_id: int, user_id: int, now: datetime) -> Phase:
+    """The student submits: finish, or close answers for self-grading first. Returns the new phase."""
+    sitting = load_sitting(session=session, catalog=catalog, attempt_id=attempt_id, user_id=user_id)
+    if sitting is None:
+        raise AttemptError("This attempt does not exist or is not yours.")
+    if sitting.phase == "finished":
+        return "finished"
+    if sitting.phase == "grading":
+        if sitting.to_grade:
+            raise AttemptError("Grade your written answers first.")
+        _finish(session, sitting, now=now)
+        return "finished"
+    return _close(session, catalog, sitting, now=now, timed_out=sitting.due_for_auto_submit(now))
+
+
+def enforce_deadline(*, session: Session, catalog: Catalog, attempt_id: int, user_id: int, now: datetime) -> bool:
+    """Submit an exam whose time is up (also when the page is opened again after the deadline).
+
+    Returns True when it did.
+    """
+    sitting = load_sitting(session=session, catalog=catalog, attempt_id=attempt_id, user_id=user_id)
+    if sitting is None or not sitting.due_for_auto_submit(now):
+        return False
+    _close(session, catalog, sitting, now=now, timed_out=True)
+    return True
+
+
+def _close(session: Session, catalog: Catalog, sitting: Sitting, *, now: datetime, timed_out: bool) -> Phase:
+    """Close answers; finish now unless written answers wait for a self-grade."""
+    if not sitting.to_grade:
+        _finish(session, sitting, now=now, timed_out=timed_out)
+        return "finished"
+    attempt = session.get(Attempt, sitting.attempt_id)
+    assert attempt is not None
+    attempt.config = {**(attempt.config or {}), "answers_closed_at": now.isoformat(),
+                      "closed_by": "time-out" if timed_out else "student"}
+    session.add(attempt)
+    session.commit()
+    return "grading"
+
+
+def _finish(session: Session, sitting: Sitting, *, now: datetime, timed_out: bool | None = None) -> AttemptResult:
+    """Score the sitting, close the attempt, and update the student's review cards."""
+    attempt = session.get(Attempt, sitting.attempt_id)
+    assert attempt is not None
+    if timed_out is None:
+        timed_out = (attempt.config or {}).get("closed_by") == "time-out"
+    result = sitting.result(now)
+    attempts.finish_attempt(session=session, attempt_id=sitting.attempt_id, user_id=sitting.user_id,
+                            status="timed_out" if timed_out else "submitted", score=result.percent / 100.0)
+    # The same clock as every other decision of the sitting (finish_attempt stamps the wall clock).
+    attempt.finished_at = now
+    session.add(attempt)
+    session.commit()
+    update_review_cards(session=session, user_id=sitting.user_id, result=result, now=now)
+    return result
+
+
+def update_review_cards(*, session: Session, user_id: int, result: AttemptResult, now: datetime) -> int:
+    """Schedule missed and flagged items (and items already in the queue) with FSRS; returns how many changed."""
+    cards: dict[str, str] = {}
+    for item in result.items:
+        row = reviews.get_review_card(session=session, user_id=user_id, item_id=item.item_id)
+        if row is not None:
+            cards[item.item_id] = json.dumps(row.card)
+    updates = review.review_updates(result.items, cards, now=now)
+    for item_id, (card_json, due) in updates.items():
+        reviews.save_review_card(session=session, user_id=user_id, item_id=item_id, card=json.loads(card_json), due=due)
+    return len(updates)
