@@ -38,6 +38,7 @@ def main() -> None:
         st.stop()
     try:
         user = auth.current_user()  # opens (and on first start migrates) the database
+        resources.reconcile_jobs()
     except MigrationError as exc:
         st.error(f"The app cannot open its database.\n\n```\n{exc}\n```")
         st.stop()
@@ -54,7 +55,7 @@ def main() -> None:
             st.caption(f"Signed in as `{user.username}` · {user.role}")
             st.button("Sign out", key="sign_out", on_click=auth.sign_out, icon=":material/logout:")
         st.caption(DISCLAIMER)
-        st.caption(f"Base model: `{settings.base_model}` · adapter: `{settings.adapter}`")
+        st.caption(f"Base model: `{settings.base_model}` · adapter: `{Path(resources.active_adapter_path()).name}`")
     page.run()
 
 

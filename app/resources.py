@@ -14,10 +14,14 @@ from typing import Any, Callable
 import streamlit as st
 from sqlalchemy import Engine
 
+from sqlmodel import Session
+
+from app import jobs
 from core import data as data_lib
 from core import model as model_lib
 from core.quiz_bank import Bank
 from core.settings import Settings, load_settings
+from storage import training
 from storage.engine import open_database
 
 
@@ -39,6 +43,29 @@ def get_engine() -> Engine:
 @st.cache_resource(show_spinner="Opening the database…")
 def _engine_for(database_url: str) -> Engine:
     return open_database(database_url)
+
+
+def active_adapter_path() -> str:
+    """The ``adapter`` key for :func:`get_served_model`: the adapter activated on the admin page, else the setting.
+
+    Read from the database on every call, so activating another adapter switches the pages on
+    their next run, without a restart.
+    """
+    settings = get_settings()
+    with Session(get_engine()) as session:
+        record = training.active_adapter(session=session)
+    if record is None or not Path(record.path).is_dir():
+        return settings.adapter
+    configured = model_lib.resolve_adapter(settings)
+    if configured is not None and configured.resolve() == Path(record.path).resolve():
+        return settings.adapter  # the same folder: share the cached model
+    return record.path
+
+
+@st.cache_resource(show_spinner=False)
+def reconcile_jobs() -> int:
+    """Once per server process: settle training runs whose process is gone (they become "interrupted")."""
+    return len(jobs.reconcile(get_engine(), get_settings()))
 
 
 @dataclass

@@ -1,9 +1,10 @@
-"""Pure Plotly figure builders for quiz results: data in, ``plotly.graph_objects.Figure`` out.
+"""Pure Plotly figure builders for quiz results and training runs: data in, ``plotly.graph_objects.Figure`` out.
 
 Pages hand the figure to ``st.plotly_chart``; nothing here touches Streamlit. Labels come from
 imported or edited items (subjects, sources), so they are HTML-escaped: Plotly renders a small
 HTML subset in text, and a ``<b>`` or ``<script>`` in a subject must show as text.
 With no data a figure still comes back, carrying a "no data" note instead of empty axes.
+Training curves always draw markers, so a run with a single logged step still shows a point.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime
 import plotly.graph_objects as go
 
 from core.quiz import AttemptResult, GroupScore, ItemStats
+from core.runs import Curves, EvalRow, Series
 
 NO_SUBJECT_LABEL = "(no subject)"
 _PERCENT_AXIS = dict(range=[0, 100], ticksuffix="%")
@@ -120,4 +122,95 @@ def item_percent_correct_figure(
     )
     fig.update_xaxes(title="Item")
     fig.update_yaxes(title="Percent correct", **_PERCENT_AXIS)
+    return fig
+
+
+# -- training runs ---------------------------------------------------------------------------------------
+
+
+def _line(fig: go.Figure, series: Series, name: str, *, dash: str | None = None) -> None:
+    fig.add_scatter(x=series.steps, y=series.values, mode="lines+markers", name=html.escape(name),
+                    line=dict(dash=dash) if dash else None,
+                    hovertemplate="step %{x}: %{y:.4g}<extra>" + html.escape(name) + "</extra>")
+
+
+def loss_figure(c: Curves, *, title: str = "Loss") -> go.Figure:
+    """Training loss and validation loss against the optimiser step."""
+    fig = go.Figure(layout=dict(title=title))
+    if not c.train_loss and not c.eval_loss:
+        return _empty(fig, "No loss logged yet")
+    if c.train_loss:
+        _line(fig, c.train_loss, "training loss")
+    if c.eval_loss:
+        _line(fig, c.eval_loss, "validation loss", dash="dash")
+    fig.update_xaxes(title="Step", rangemode="tozero")
+    fig.update_yaxes(title="Loss")
+    return fig
+
+
+def learning_rate_figure(c: Curves) -> go.Figure:
+    fig = go.Figure(layout=dict(title="Learning rate"))
+    if not c.learning_rate:
+        return _empty(fig, "No learning rate logged yet")
+    _line(fig, c.learning_rate, "learning rate")
+    fig.update_xaxes(title="Step", rangemode="tozero")
+    fig.update_yaxes(title="Learning rate", exponentformat="e")
+    return fig
+
+
+def tokens_per_second_figure(c: Curves) -> go.Figure:
+    fig = go.Figure(layout=dict(title="Throughput"))
+    if not c.tokens_per_s:
+        return _empty(fig, "No throughput logged yet")
+    _line(fig, c.tokens_per_s, "tokens/s")
+    fig.update_xaxes(title="Step", rangemode="tozero")
+    fig.update_yaxes(title="Tokens per second", rangemode="tozero")
+    return fig
+
+
+def loss_overlay_figure(runs: Mapping[str, Curves]) -> go.Figure:
+    """Training (solid) and validation (dashed) loss of several runs on one chart, keyed by run name."""
+    fig = go.Figure(layout=dict(title="Loss of the picked runs"))
+    drawn = False
+    for name, c in runs.items():
+        if c.train_loss:
+            _line(fig, c.train_loss, f"{name} · training")
+            drawn = True
+        if c.eval_loss:
+            _line(fig, c.eval_loss, f"{name} · validation", dash="dash")
+            drawn = True
+    if not drawn:
+        return _empty(fig, "Pick runs that have logged a loss")
+    fig.update_xaxes(title="Step", rangemode="tozero")
+    fig.update_yaxes(title="Loss")
+    return fig
+
+
+def token_length_figure(lengths: Sequence[int], *, max_seq_len: int) -> go.Figure:
+    """Histogram of training-example token lengths with the max_seq_len cut-off marked."""
+    fig = go.Figure(layout=dict(title="Tokens per training example"))
+    if not lengths:
+        return _empty(fig, "No training examples")
+    fig.add_histogram(x=list(lengths), nbinsx=40, name="examples",
+                      hovertemplate="%{x} tokens: %{y} examples<extra></extra>")
+    over = sum(n > max_seq_len for n in lengths)
+    fig.add_vline(x=max_seq_len, line_dash="dash", line_color="#B03A2E",
+                  annotation_text=f"max_seq_len {max_seq_len} ({over} left out)")
+    fig.update_xaxes(title="Tokens (prompt + completion)")
+    fig.update_yaxes(title="Examples")
+    return fig
+
+
+def eval_comparison_figure(rows: Sequence[EvalRow]) -> go.Figure:
+    """Grouped bars, base model vs adapter, of the percentage rows (accuracy, format adherence)."""
+    fig = go.Figure(layout=dict(title="Base model vs adapter", barmode="group"))
+    shown = [r for r in rows if r.unit == "%" and r.base is not None and r.adapter is not None]
+    if not shown:
+        return _empty(fig, "No evaluation results")
+    labels = [html.escape(f"{r.metric} (n={r.n})" if r.n else r.metric) for r in shown]
+    for name, values in (("Base model", [r.base for r in shown]), ("Adapter", [r.adapter for r in shown])):
+        fig.add_bar(x=values, y=labels, orientation="h", name=name, text=[f"{v:.1f}%" for v in values],
+                    hovertemplate="%{y}: %{x:.1f}%<extra>" + name + "</extra>")
+    fig.update_xaxes(title="Percent", **_PERCENT_AXIS)
+    fig.update_yaxes(autorange="reversed")
     return fig

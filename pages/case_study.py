@@ -9,6 +9,6 @@ auth.require_role("student", "instructor", "admin")
 st.title("Case study")
 settings = resources.get_settings()
 with st.status("Loading the model…", expanded=False) as status:
-    served = resources.get_served_model(settings.base_model, settings.adapter, settings.device)
+    served = resources.get_served_model(settings.base_model, resources.active_adapter_path(), settings.device)
     status.update(label=f"Model ready: {served.base.identity} · adapter {served.adapter_name}", state="complete")
 st.info("Streaming case studies are not available yet.")

@@ -177,7 +177,7 @@ def stream_model_explanation(record: Record) -> Iterator[Any]:
     inference = inference_module()
     assert inference is not None
     settings = resources.get_settings()
-    served = resources.get_served_model(settings.base_model, settings.adapter, settings.device)
+    served = resources.get_served_model(settings.base_model, resources.active_adapter_path(), settings.device)
     generation = inference.GenerationSettings(max_new_tokens=min(512, settings.max_new_tokens)).clamped(
         cap=settings.max_new_tokens)
     kwargs: dict[str, Any] = {"served": served, "settings": generation, "options": record.options}

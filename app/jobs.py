@@ -1,0 +1,309 @@
+"""Training and evaluation jobs for the admin page: the launcher's processes and their database records, kept in step.
+
+The trainer writes files and never the database (``trainer.launch`` starts it and reads its
+files); this module is the app's single writer of training runs and adapters. Functions take the
+engine and settings explicitly, open one short session per unit of work, and raise
+:class:`JobError` (or ``trainer.launch.LaunchError`` / ``trainer.config.ConfigError``) with
+messages a page can show as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from core import adapters as adapter_lib
+from core import runs as runs_lib
+from core.metrics import read_metrics
+from core.model import DEFAULT_ADAPTER_DIR, ModelError, read_adapter_card
+from core.settings import Settings
+from storage import training
+from storage.models import AdapterRecord, TrainingRun
+from trainer import launch
+from trainer.config import TrainConfig
+from trainer.status import ADAPTER_DIR, COMPLETED, METRICS_FILE, RUNNING, STOPPED, STOPPING
+
+UNSETTLED = ("queued", "running", "stopping")
+"""Database statuses that the run directory may have moved past."""
+
+
+class JobError(RuntimeError):
+    """A job or adapter request that cannot be done; the message is safe to show."""
+
+
+def registry_dir(settings: Settings) -> Path:
+    """Where finished runs' adapters are copied to be served (``<work_dir>/adapters``)."""
+    return settings.work_dir / "adapters"
+
+
+def exports_dir(settings: Settings) -> Path:
+    return settings.work_dir / "exports"
+
+
+def _get_run(engine: Engine, run_id: int) -> TrainingRun:
+    with Session(engine) as session:
+        run = training.get_training_run(session=session, run_id=run_id)
+    if run is None:
+        raise JobError(f"No training run with id {run_id}.")
+    return run
+
+
+def _get_adapter(engine: Engine, adapter_id: int) -> AdapterRecord:
+    with Session(engine) as session:
+        record = session.get(AdapterRecord, adapter_id)
+    if record is None:
+        raise JobError(f"No adapter with id {adapter_id}.")
+    return record
+
+
+def run_name(run: TrainingRun) -> str:
+    return Path(run.run_dir).name
+
+
+# -- training runs ---------------------------------------------------------------------------------------
+
+
+def launch_run(engine: Engine, settings: Settings, cfg: TrainConfig, *, user_id: int | None,
+               command: Sequence[str] | None = None) -> TrainingRun:
+    """Validate ``cfg``, create its run directory, start the trainer and record the run.
+
+    Raises ``trainer.launch.JobBusyError`` naming the running job, ``ConfigError`` listing every
+    problem. ``command`` replaces the trainer (tests).
+    """
+    running = launch.active_job(settings.runs_dir)
+    if running is not None:  # checked before creating a run directory; start_training checks again under a lock
+        raise launch.JobBusyError(f"{launch.describe(running)} is still running: stop it or wait for it to finish "
+                                  "before starting another job.")
+    final = launch.prepare_run(cfg)
+    job = launch.start_training(Path(final.output_dir), jobs_dir=settings.runs_dir, command=command)
+    with Session(engine) as session:
+        return training.create_training_run(session=session, run_dir=final.output_dir, config=final.to_dict(),
+                                            status="running", pid=job.pid, started_by_id=user_id)
+
+
+def resume_run(engine: Engine, settings: Settings, run_id: int, *, command: Sequence[str] | None = None) -> TrainingRun:
+    """Continue a stopped or interrupted run from its last complete checkpoint."""
+    run = sync_run(engine, settings, run_id)
+    state = launch.run_state(Path(run.run_dir))
+    if not state.resumable:
+        why = "it has no complete checkpoint" if state.checkpoint is None else f"it is {state.state}"
+        raise JobError(f"Run {run_name(run)} cannot be resumed: {why}.")
+    job = launch.start_training(Path(run.run_dir), jobs_dir=settings.runs_dir, resume=True, command=command)
+    with Session(engine) as session:
+        return training.update_training_run(session=session, run_id=run_id, status="running", pid=job.pid)
+
+
+def stop_run(engine: Engine, run_id: int) -> TrainingRun:
+    """Stop & save: the trainer finishes its step, saves a checkpoint and the adapter, and exits."""
+    run = _get_run(engine, run_id)
+    state = launch.run_state(Path(run.run_dir))
+    if not state.active:
+        raise JobError(f"Run {run_name(run)} is not running ({state.state}).")
+    launch.stop(Path(run.run_dir))
+    with Session(engine) as session:
+        return training.update_training_run(session=session, run_id=run_id, status=STOPPING)
+
+
+def cancel_run(engine: Engine, run_id: int, *, grace_s: float = launch.CANCEL_GRACE_S) -> TrainingRun:
+    """Terminate the run's process tree now (no final save) and mark it cancelled."""
+    run = _get_run(engine, run_id)
+    launch.cancel(Path(run.run_dir), grace_s=grace_s)
+    metrics = runs_lib.final_metrics(read_metrics(Path(run.run_dir) / METRICS_FILE))
+    with Session(engine) as session:
+        return training.update_training_run(session=session, run_id=run_id, status=launch.CANCELLED,
+                                            finished_at=datetime.now(UTC), final_metrics=metrics)
+
+
+def sync_run(engine: Engine, settings: Settings, run_id: int) -> TrainingRun:
+    """Bring the database record in line with the run directory; returns the (possibly updated) run.
+
+    A run whose process is gone mid-run becomes ``interrupted``; a completed run's adapter is
+    registered. Writes only when something changed.
+    """
+    run = _get_run(engine, run_id)
+    state = launch.run_state(Path(run.run_dir))
+    if state.state == run.status and (state.active or run.final_metrics is not None):
+        return run
+    if run.status == STOPPING and state.state == RUNNING:
+        return run  # asked to stop; the trainer notices at the end of its step
+    fields: dict[str, Any] = {"status": state.state}
+    if state.pid:
+        fields["pid"] = state.pid
+    if state.final:
+        fields["finished_at"] = datetime.now(UTC)
+        fields["final_metrics"] = runs_lib.final_metrics(read_metrics(Path(run.run_dir) / METRICS_FILE))
+    with Session(engine) as session:
+        run = training.update_training_run(session=session, run_id=run_id, **fields)
+    if state.state == COMPLETED and state.has_adapter:
+        register_run_adapter(engine, settings, run_id)
+    return run
+
+
+def reconcile(engine: Engine, settings: Settings) -> list[TrainingRun]:
+    """Settle every run the database says is running: the ones whose process is gone become interrupted
+    (or whatever final state they wrote). Returns the runs whose status changed."""
+    with Session(engine) as session:
+        unsettled = training.list_training_runs(session=session, statuses=UNSETTLED)
+    changed = []
+    for run in unsettled:
+        assert run.id is not None
+        updated = sync_run(engine, settings, run.id)
+        if updated.status != run.status:
+            changed.append(updated)
+    ensure_default_adapter(engine)
+    return changed
+
+
+def list_runs(engine: Engine) -> list[TrainingRun]:
+    with Session(engine) as session:
+        return training.list_training_runs(session=session)
+
+
+@dataclass(frozen=True)
+class RunView:
+    """Everything the live view shows about one run."""
+
+    run: TrainingRun
+    state: launch.RunState
+    progress: runs_lib.Progress
+    curves: runs_lib.Curves
+    log_tail: str
+    command: str
+
+
+def run_view(engine: Engine, settings: Settings, run_id: int, *, log_lines: int = 30) -> RunView:
+    """Sync the run, then read its state, metrics and log."""
+    run = sync_run(engine, settings, run_id)
+    run_dir = Path(run.run_dir)
+    state = launch.run_state(run_dir)
+    records = read_metrics(run_dir / METRICS_FILE)
+    job = launch.read_job(run_dir)
+    return RunView(
+        run=run, state=state,
+        progress=runs_lib.progress(records, step=state.step, total_steps=state.total_steps, active=state.active),
+        curves=runs_lib.curves(records),
+        log_tail=launch.log_tail(run_dir / launch.LOG_FILE, lines=log_lines),
+        command=job.command_line if job else "",
+    )
+
+
+def measured_throughput(engine: Engine, model_name: str) -> tuple[float, str] | None:
+    """The training throughput (tokens/s) of the newest run of ``model_name`` that measured one, with its name."""
+    for run in list_runs(engine):
+        if (run.config or {}).get("model_name") != model_name:
+            continue
+        tps = runs_lib.measured_tokens_per_s(read_metrics(Path(run.run_dir) / METRICS_FILE))
+        if tps:
+            return tps, run_name(run)
+    return None
+
+
+# -- adapters --------------------------------------------------------------------------------------------
+
+
+def ensure_default_adapter(engine: Engine) -> AdapterRecord | None:
+    """Register the shipped adapter (once) so it can be picked, activated and downloaded like the others."""
+    if not adapter_lib.has_card(DEFAULT_ADAPTER_DIR):
+        return None
+    path = str(DEFAULT_ADAPTER_DIR)
+    with Session(engine) as session:
+        existing = next((a for a in training.list_adapters(session=session) if a.path == path), None)
+        if existing is not None:
+            return existing
+        card = read_adapter_card(DEFAULT_ADAPTER_DIR)
+        return training.register_adapter(session=session, path=path, name=DEFAULT_ADAPTER_DIR.name,
+                                          base_model=str(card.get("base_model", "")), card=card)
+
+
+def register_run_adapter(engine: Engine, settings: Settings, run_id: int) -> AdapterRecord:
+    """Copy a finished run's ``adapter/`` into the registry and record it.
+
+    A completed run registers as its run name; a stopped one as ``<run>-step<N>``.
+    """
+    run = _get_run(engine, run_id)
+    source = Path(run.run_dir) / ADAPTER_DIR
+    if not adapter_lib.has_card(source):
+        raise JobError(f"Run {run_name(run)} has no saved adapter yet.")
+    card = read_adapter_card(source)
+    name = adapter_lib.safe_name(run_name(run))
+    if card.get("status") == STOPPED:
+        name = f"{name}-step{(card.get('training') or {}).get('global_step', 0)}"
+    target = adapter_lib.snapshot(source, registry_dir(settings) / name)
+    with Session(engine) as session:
+        return training.register_adapter(session=session, path=str(target), name=name,
+                                         base_model=str(card.get("base_model", "")), card=card, training_run_id=run_id)
+
+
+def list_adapters(engine: Engine) -> list[AdapterRecord]:
+    with Session(engine) as session:
+        return training.list_adapters(session=session)
+
+
+def activate(engine: Engine, settings: Settings, adapter_id: int | None) -> AdapterRecord | None:
+    """Serve this adapter from now on (None: the configured default); refuses one of another base."""
+    if adapter_id is not None:
+        record = _get_adapter(engine, adapter_id)
+        try:
+            card = read_adapter_card(Path(record.path))
+        except ModelError as exc:
+            raise JobError(f"Adapter {record.name} cannot be served: {exc}") from exc
+        why = adapter_lib.mismatch(card, adapter_lib.base_identity(settings))
+        if why:
+            raise JobError(f"Adapter {record.name} cannot be served: {why}.")
+    with Session(engine) as session:
+        return training.activate_adapter(session=session, adapter_id=adapter_id)
+
+
+# -- evaluation ------------------------------------------------------------------------------------------
+
+
+def eval_dir(settings: Settings, record: AdapterRecord) -> Path:
+    """Where an adapter's evaluation writes: its own folder when it lives in the work dir, else ``<work_dir>/evals``.
+
+    (The shipped adapter's folder is part of the project and keeps its published report.)
+    """
+    path = Path(record.path)
+    if path.resolve().is_relative_to(settings.work_dir.resolve()):
+        return path
+    return settings.work_dir / "evals" / adapter_lib.safe_name(record.name)
+
+
+def start_evaluation(engine: Engine, settings: Settings, adapter_id: int, *, limit: int | None,
+                     max_new_tokens: int, mcq_per_source: int, command: Sequence[str] | None = None) -> launch.Job:
+    record = _get_adapter(engine, adapter_id)
+    return launch.start_evaluation(
+        Path(record.path), output_dir=eval_dir(settings, record), jobs_dir=settings.runs_dir, label=record.name,
+        command=command, work_dir=str(settings.work_dir), limit=limit, max_new_tokens=max_new_tokens,
+        mcq_per_source=mcq_per_source,
+    )
+
+
+def eval_report(settings: Settings, record: AdapterRecord) -> tuple[dict[str, Any], Path] | None:
+    """The newest ``eval.json`` for an adapter (its evaluation folder, else its own folder) and where it is."""
+    import json
+
+    found = []
+    for folder in dict.fromkeys([eval_dir(settings, record), Path(record.path)]):
+        path = folder / "eval.json"
+        if path.is_file():
+            found.append((path.stat().st_mtime, path))
+    for _, path in sorted(found, reverse=True):
+        try:
+            return json.loads(path.read_text(encoding="utf-8")), path.parent
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def export_merged(settings: Settings, record: AdapterRecord, base: Any) -> Path:
+    """Merge an adapter into a full-precision copy of ``base`` (a ``core.model.BaseModel``) under ``<work_dir>/exports``."""
+    why = adapter_lib.mismatch(record.card or {}, base.identity)
+    if why:
+        raise JobError(f"Adapter {record.name} cannot be merged into {base.identity}: {why}.")
+    return adapter_lib.export_merged(base, Path(record.path), exports_dir(settings) / f"{adapter_lib.safe_name(record.name)}-merged")
