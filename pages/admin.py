@@ -35,6 +35,7 @@ from trainer.config import (
 user = auth.require_role(auth.ADMIN)
 settings = resources.get_settings()
 engine = resources.get_engine()
+resources.reconcile_jobs()  # once per process (app/main.py calls it too); registers the shipped adapter
 
 MAIN_FIELDS = ("model_name", "train_file", "eval_file", "max_seq_len", "num_epochs", "max_steps", "batch_size",
                "gradient_accumulation_steps", "learning_rate", "logging_steps", "eval_steps", "save_steps",
@@ -82,10 +83,8 @@ def show_flash() -> None:
 
 def _form_config() -> tuple[TrainConfig, list[str]]:
     raw = {name: st.session_state[f"cfg_{name}"] for name in FORM_FIELDS}
-    cfg, problems = build_config(raw)
-    if not problems:
-        problems = launch.run_problems(cfg)
-    return cfg, problems
+    cfg, problems = build_config(raw)  # then every check, like `python -m trainer` reports them
+    return cfg, problems + launch.run_problems(cfg)
 
 
 def _load_preset() -> None:
@@ -287,6 +286,9 @@ with train_tab:
                 st.caption("No earlier run of this model here to time it: the live view shows the ETA once it runs.")
             if plan.skipped:
                 st.caption("Left out: " + ", ".join(f"{n} {why}" for why, n in plan.skipped.items()))
+            if plan.kept == 0:
+                st.error(f"All {len(plan.lengths)} examples are longer than max_seq_len={cfg.max_seq_len}: "
+                         "the trainer would refuse to start. Raise max_seq_len.")
             st.plotly_chart(charts.token_length_figure(plan.lengths, max_seq_len=cfg.max_seq_len),
                             key="admin_lengths")
             st.caption(f"Token lengths with the tokenizer of {plan.tokenizer}: mean {stats.mean:,.0f}, median "

@@ -1,0 +1,247 @@
+"""Admin page (AppTest): the training form's validation and preview, the live view over prepared run files,
+launching through the form (stub trainer), and the adapter registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from core.metrics import MetricsWriter
+from core.model import DEFAULT_ADAPTER_DIR
+from core.records import write_jsonl
+from storage import training
+from tests.pages.auth_harness import add_user, app_as, app_environment
+from tests.trainer.conftest import build_tiny_llama, make_records
+from trainer import launch
+from trainer.config import ConfigError, load_config
+from trainer.status import write_status
+
+PAGE = "pages/admin.py"
+STUB = [sys.executable, "-m", "tests.trainer.stub_trainer"]
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    return tmp_path / "work"
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch, work: Path) -> Iterator[Engine]:
+    yield from app_environment(monkeypatch, work)
+
+
+@pytest.fixture
+def admin(engine: Engine):
+    return add_user(engine, "root", "admin")
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+    yield
+    for pid, child in list(launch._CHILDREN.items()):
+        if child.poll() is None:
+            os.killpg(pid, signal.SIGKILL)
+            child.wait()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-base")
+
+
+def prepared(work: Path) -> None:
+    write_jsonl(work / "data" / "train.jsonl", make_records("train"))
+    write_jsonl(work / "data" / "validation.jsonl", make_records("validation", 2, 1))
+
+
+def button(at, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def error_text(at) -> str:
+    return "\n".join(e.value for e in at.error)
+
+
+def set_fields(at, **values) -> None:
+    for name, value in values.items():
+        at.text_input(key=f"cfg_{name}").set_value(str(value))
+
+
+def test_non_admins_are_refused(engine):
+    student = add_user(engine, "stu")
+    at = app_as(student, PAGE).run()
+    assert not at.exception and not [t for t in at.title if t.value == "Admin"]
+
+
+def test_form_reports_every_problem_with_the_trainers_messages(engine, admin, work, tiny_model):
+    at = app_as(admin, PAGE).run()
+    assert not at.exception
+    set_fields(at, model_name=tiny_model, lora_r=0, max_steps="abc", learning_rate=3)
+    button(at, "Check settings").click().run()
+    with pytest.raises(ConfigError) as err:  # what `python -m trainer` says for the same values
+        load_config(None, {"model_name": str(tiny_model), "lora_r": "0", "max_steps": "abc", "learning_rate": "3"})
+    shown = error_text(at)
+    assert shown.startswith("The run cannot start")
+    for problem in err.value.problems:
+        assert f"- {problem}" in shown
+    assert "max_steps: expected int, got 'abc'" in shown and "train.jsonl does not exist" in shown
+    assert not at.code  # no command for an invalid config
+    button(at, "Start training").click().run()
+    assert "lora_r: must be between 1 and 1024; got 0" in error_text(at)
+    with Session(engine) as session:
+        assert training.list_training_runs(session=session) == []
+
+
+def test_checked_form_shows_preview_estimate_and_command(engine, admin, work, tiny_model):
+    prepared(work)
+    at = app_as(admin, PAGE).run()
+    set_fields(at, model_name=tiny_model, max_steps=-1, num_epochs=2, batch_size=3, gradient_accumulation_steps=1,
+               max_seq_len=16)
+    button(at, "Check settings").click().run()
+    assert "All 8 examples are longer than max_seq_len=16" in error_text(at)
+    set_fields(at, max_seq_len=180)
+    button(at, "Check settings").click().run()
+    assert not at.exception and not at.error, error_text(at)
+    command = at.code[0].value
+    assert command.startswith("python -m trainer ") and f"--model_name {tiny_model}" in command
+    assert "--num_epochs 2.0" in command and "--batch_size 3" in command
+    metrics = {m.label: m.value for m in at.metric}
+    # 8 training records (166 to 221 tokens); with max_seq_len 180 some are too long, the rest make
+    # ceil(kept / 3) steps per epoch, times 2 epochs.
+    kept, left_out = int(metrics["Training examples"]), int(metrics["Left out (too long)"])
+    assert kept + left_out == 8 and 0 < left_out < 8
+    assert int(metrics["Estimated steps"]) == 2 * -(-kept // 3)
+    assert metrics["Estimated time"] == "—"  # nothing measured yet on this machine
+    assert len(at.dataframe[0].value) == 5  # sample records
+    charts = at.get("plotly_chart")
+    histogram = json.loads(charts[0].proto.spec)
+    assert histogram["data"][0]["type"] == "histogram" and len(histogram["data"][0]["x"]) == 8
+
+
+def write_run(work: Path, engine: Engine, name: str, *, state: str, steps: int, total: int, checkpoint: bool,
+              dead_job: bool = False) -> tuple[int, Path]:
+    """A run directory as the trainer leaves it, and its database record."""
+    run_dir = work / "runs" / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("max_steps: 5\n")
+    now = time.time()
+    with MetricsWriter(run_dir / "metrics.jsonl") as writer:
+        writer.write({"event": "start", "step": 0, "time": now - 100})
+        for step in range(1, steps + 1):
+            writer.write({"event": "train", "step": step, "loss": 3.0 - 0.5 * step, "learning_rate": 1e-3 * step,
+                          "tokens_per_s": 200.0 + step, "elapsed_s": 10.0 * step, "eta_s": 10.0 * (total - step),
+                          "total_steps": total, "time": now - 100 + 10 * step})
+        writer.write({"event": "eval", "step": steps, "eval_loss": 2.25, "total_steps": total, "time": now})
+    write_status(run_dir, state, reason="test", step=steps, total_steps=total)
+    if checkpoint:
+        ckpt = run_dir / f"checkpoint-{steps}"
+        ckpt.mkdir()
+        for f in ("adapter_config.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.pt"):
+            (ckpt / f).write_text("{}")
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": steps}))
+    if dead_job:
+        dead = 2**22 + 4321  # above the default pid_max: never alive
+        status = json.loads((run_dir / "status.json").read_text())
+        (run_dir / "status.json").write_text(json.dumps({**status, "pid": dead}))
+        (run_dir / "job.json").write_text(json.dumps({
+            "kind": "train", "label": name, "folder": str(run_dir), "command": ["python", "-m", "trainer"],
+            "pid": dead, "pid_start": None, "started_at": "2000-01-01T00:00:00+00:00", "log": str(run_dir / "train.log"),
+        }))
+        (run_dir / "train.log").write_text("[trainer] runtime: cpu\n[trainer] step 3 of 5\n")
+    with Session(engine) as session:
+        run = training.create_training_run(session=session, run_dir=str(run_dir), config={"model_name": "m"},
+                                           status="running" if dead_job else state)
+    return run.id, run_dir
+
+
+def chart_spec(at, index: int) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def test_live_view_over_a_prepared_metrics_file(engine, admin, work):
+    run_id, _ = write_run(work, engine, "stopped-run", state="stopped", steps=3, total=5, checkpoint=True)
+    at = app_as(admin, PAGE).run()
+    assert not at.exception
+    assert any("Status: **stopped**" in m.value for m in at.markdown)
+    bar = at.get("progress")[0].proto
+    assert bar.value == 60 and bar.text == "Step 3 of 5"  # no ETA: the run is not active
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Training loss"] == "1.5000" and metrics["Validation loss"] == "2.2500"
+    loss, lr, tps = chart_spec(at, 0), chart_spec(at, 1), chart_spec(at, 2)
+    assert loss["data"][0]["y"] == [2.5, 2.0, 1.5] and loss["data"][1]["y"] == [2.25]
+    assert lr["data"][0]["x"] == [1, 2, 3] and tps["data"][0]["y"] == [201.0, 202.0, 203.0]
+    assert not button(at, "Resume").disabled and button(at, "Stop & save").disabled and button(at, "Cancel").disabled
+    with Session(engine) as session:
+        assert training.get_training_run(session=session, run_id=run_id).final_metrics["train_loss"] == 1.5
+
+
+def test_a_run_whose_process_died_shows_interrupted_with_resume(engine, admin, work, monkeypatch):
+    run_id, run_dir = write_run(work, engine, "killed-run", state="running", steps=3, total=5, checkpoint=True,
+                                dead_job=True)
+    at = app_as(admin, PAGE).run()
+    assert not at.exception
+    assert any("Status: **interrupted**" in m.value for m in at.markdown)
+    assert any("Resume continues from checkpoint-3" in w.value for w in at.warning)
+    assert "step 3 of 5" in at.code[-1].value  # the log tail
+    with Session(engine) as session:
+        assert training.get_training_run(session=session, run_id=run_id).status == "interrupted"
+    monkeypatch.setattr(launch, "train_command", lambda rd, resume=False: STUB + ["--config", str(rd / "config.yaml")]
+                        + (["--resume", "auto"] if resume else []))
+    (run_dir / "config.yaml").write_text("max_steps: 5\nsave_steps: 1\nmodel_name: m\n")
+    button(at, "Resume").click().run()
+    assert any("Resumed run killed-run" in s.value for s in at.success)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and launch.run_state(run_dir).active:
+        time.sleep(0.1)
+    at.run()
+    assert any("Status: **completed**" in m.value for m in at.markdown)
+    assert at.get("progress")[0].proto.value == 100
+    with Session(engine) as session:
+        assert training.get_training_run(session=session, run_id=run_id).status == "completed"
+
+
+def test_start_training_from_the_form_and_refuse_a_second(engine, admin, work, tiny_model, monkeypatch):
+    prepared(work)
+    monkeypatch.setenv("STUB_STEP_S", "0.3")
+    monkeypatch.setattr(launch, "train_command", lambda rd, resume=False: STUB + ["--config", str(rd / "config.yaml")])
+    at = app_as(admin, PAGE).run()
+    set_fields(at, model_name=tiny_model, max_steps=50, output_dir=work / "runs" / "from-form")
+    button(at, "Start training").click().run()
+    assert not at.exception and not at.error, error_text(at)
+    assert any("Started training run from-form" in s.value for s in at.success)
+    assert any("Status: **running**" in m.value for m in at.markdown)
+    assert at.code[0].value.startswith(" ".join(STUB))  # the live view shows the command actually run
+    set_fields(at, output_dir=work / "runs" / "second")
+    button(at, "Start training").click().run()
+    assert "Training run 'from-form'" in error_text(at) and "is still running" in error_text(at)
+    assert not (work / "runs" / "second").exists()
+    button(at, "Cancel").click().run()
+    assert any("Run cancelled" in w.value for w in at.warning)
+    assert any("Status: **cancelled**" in m.value for m in at.markdown)
+
+
+def test_adapter_registry_lists_the_shipped_adapter_with_its_evaluation(engine, admin, work):
+    at = app_as(admin, PAGE).run()
+    assert not at.exception
+    assert any(m.value.startswith(f"#### {DEFAULT_ADAPTER_DIR.name}") for m in at.markdown)
+    report = json.loads((DEFAULT_ADAPTER_DIR / "eval.json").read_text())
+    rows = at.dataframe[-1].value
+    all_row = rows[rows["Metric"] == "MCQ accuracy, all sampled"].iloc[0]
+    assert all_row["Adapter"] == pytest.approx(100 * report["results"]["adapter"]["mcq"]["all"]["accuracy"])
+    activate = next(b for b in at.button if b.key and b.key.startswith("admin_activate_"))
+    activate.click().run()
+    assert any(f"Now serving adapter {DEFAULT_ADAPTER_DIR.name}" in s.value for s in at.success)
+    with Session(engine) as session:
+        assert training.active_adapter(session=session).path == str(DEFAULT_ADAPTER_DIR)
+    button(at, "Serve the configured default instead").click().run()
+    with Session(engine) as session:
+        assert training.active_adapter(session=session) is None
