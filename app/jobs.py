@@ -105,7 +105,7 @@ def stop_run(engine: Engine, run_id: int) -> TrainingRun:
     state = launch.run_state(Path(run.run_dir))
     if not state.active:
         raise JobError(f"Run {run_name(run)} is not running ({state.state}).")
-    launch.stop(Path(run.run_dir))
+    launch.stop(Path(run.run_dir))  # refuses while the trainer is still starting
     with Session(engine) as session:
         return training.update_training_run(session=session, run_id=run_id, status=STOPPING)
 
@@ -146,12 +146,14 @@ def sync_run(engine: Engine, settings: Settings, run_id: int) -> TrainingRun:
 
 
 def reconcile(engine: Engine, settings: Settings) -> list[TrainingRun]:
-    """Settle every run the database says is running: the ones whose process is gone become interrupted
-    (or whatever final state they wrote). Returns the runs whose status changed."""
+    """Settle every run the database says is running (or has no final numbers yet): the ones whose process
+    is gone become interrupted, or take the final state they wrote. Returns the runs whose status changed."""
     with Session(engine) as session:
-        unsettled = training.list_training_runs(session=session, statuses=UNSETTLED)
+        runs = training.list_training_runs(session=session)
     changed = []
-    for run in unsettled:
+    for run in runs:
+        if run.status not in UNSETTLED and run.final_metrics is not None:
+            continue
         assert run.id is not None
         updated = sync_run(engine, settings, run.id)
         if updated.status != run.status:
@@ -161,8 +163,15 @@ def reconcile(engine: Engine, settings: Settings) -> list[TrainingRun]:
 
 
 def list_runs(engine: Engine) -> list[TrainingRun]:
+    """Every run, newest first, as recorded (see :func:`settled_runs` for runs brought up to date first)."""
     with Session(engine) as session:
         return training.list_training_runs(session=session)
+
+
+def settled_runs(engine: Engine, settings: Settings) -> list[TrainingRun]:
+    """Every run, newest first, after settling the unsettled ones with :func:`reconcile`."""
+    reconcile(engine, settings)
+    return list_runs(engine)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from core.runs import Curves, EvalRow, Series
 
 NO_SUBJECT_LABEL = "(no subject)"
 _PERCENT_AXIS = dict(range=[0, 100], ticksuffix="%")
+_LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0)
 
 
 def _label(text: str, empty: str = "(none)") -> str:
@@ -145,6 +146,7 @@ def loss_figure(c: Curves, *, title: str = "Loss") -> go.Figure:
         _line(fig, c.eval_loss, "validation loss", dash="dash")
     fig.update_xaxes(title="Step", rangemode="tozero")
     fig.update_yaxes(title="Loss")
+    fig.update_layout(legend=_LEGEND_BELOW)
     return fig
 
 
@@ -183,6 +185,7 @@ def loss_overlay_figure(runs: Mapping[str, Curves]) -> go.Figure:
         return _empty(fig, "Pick runs that have logged a loss")
     fig.update_xaxes(title="Step", rangemode="tozero")
     fig.update_yaxes(title="Loss")
+    fig.update_layout(legend=_LEGEND_BELOW)
     return fig
 
 

@@ -22,6 +22,7 @@ from core import runs as runs_lib
 from core.metrics import read_metrics
 from core.model import ModelError
 from core.settings import PROJECT_ROOT
+from storage.models import TrainingRun
 from trainer import launch
 from trainer.config import (
     ConfigError,
@@ -179,6 +180,7 @@ def live_view(run_id: int, *, was_active: bool) -> None:
     view = jobs.run_view(engine, settings, run_id)
     if view.state.active != was_active:
         st.rerun()  # start or stop the timer of this fragment
+    show_flash()  # what a button of this fragment just did (a fragment rerun skips the page's own flash)
     state, p = view.state, view.progress
     st.subheader(f"Run {jobs.run_name(view.run)}")
     st.markdown(f"Status: **{state.state}**" + (f" — {state.reason}" if state.reason else ""))
@@ -192,7 +194,7 @@ def live_view(run_id: int, *, was_active: bool) -> None:
     cols[3].metric("Tokens/s", "—" if p.tokens_per_s is None else f"{p.tokens_per_s:,.0f}")
     buttons = st.columns(4)
     buttons[0].button("Stop & save", key="live_stop", on_click=_control, args=("stop", run_id),
-                      disabled=state.state != "running", icon=":material/stop_circle:")
+                      disabled=not state.stoppable, icon=":material/stop_circle:")
     buttons[1].button("Cancel", key="live_cancel", on_click=_control, args=("cancel", run_id),
                       disabled=not state.active, icon=":material/cancel:")
     buttons[2].button("Resume", key="live_resume", on_click=_control, args=("resume", run_id),
@@ -211,14 +213,10 @@ def live_view(run_id: int, *, was_active: bool) -> None:
         st.code(view.log_tail or "(no output yet)", language=None)
 
 
-# -- page ------------------------------------------------------------------------------------------------
+# -- tabs ------------------------------------------------------------------------------------------------
 
-st.title("Admin")
-show_flash()
-train_tab, runs_tab, adapters_tab = st.tabs(["Train", "Runs", "Adapters"])
-all_runs = jobs.list_runs(engine)
 
-with train_tab:
+def train_view(all_runs: list[TrainingRun]) -> None:
     run_ids = [r.id for r in all_runs]
     shown_id = st.session_state["admin_run_id"] if st.session_state["admin_run_id"] in run_ids else (
         run_ids[0] if run_ids else None)
@@ -296,7 +294,7 @@ with train_tab:
             st.markdown("**Sample records**")
             st.dataframe(plan.sample, hide_index=True)
 
-with runs_tab:
+def runs_view(all_runs: list[TrainingRun]) -> None:
     if not all_runs:
         st.info("No training runs yet.")
     else:
@@ -318,7 +316,8 @@ with runs_tab:
         pick_col, act_col = st.columns([3, 1], vertical_alignment="bottom")
         picked = pick_col.selectbox("Run", list(names), format_func=names.get, key="admin_pick_run")
         act_col.button("Show in the live view", key="admin_show_run",
-                       on_click=lambda: st.session_state.update(admin_run_id=st.session_state["admin_pick_run"]))
+                       on_click=lambda: st.session_state.update(admin_run_id=st.session_state["admin_pick_run"],
+                                                                admin_tab="Train"))
         picked_run = next(r for r in all_runs if r.id == picked)
         if picked_run.status in ("stopped", "cancelled", "interrupted") and adapter_lib.has_card(
                 Path(picked_run.run_dir) / "adapter"):
@@ -330,7 +329,7 @@ with runs_tab:
                                                              / "metrics.jsonl")) for i in overlay}
             st.plotly_chart(charts.loss_overlay_figure(curves), key="admin_overlay_chart")
 
-with adapters_tab:
+def adapters_view() -> None:
     adapters = jobs.list_adapters(engine)
     serving = resources.active_adapter_path()
     st.caption(f"The case-study and quiz pages serve `{Path(serving).name}` on base `{settings.base_model}`.")
@@ -396,3 +395,19 @@ with adapters_tab:
                     st.caption(f"From `{where / 'eval.json'}` ({data.get('created_at', '')}).")
             with st.expander("Card"):
                 st.json(card, expanded=False)
+
+
+st.title("Admin")
+show_flash()
+# Stateful tabs: the open tab survives reruns (a message above them included), and only its content runs,
+# so the live view polls only while the Train tab is open.
+train_tab, runs_tab, adapters_tab = st.tabs(["Train", "Runs", "Adapters"], key="admin_tab", on_change="rerun")
+if train_tab.open:
+    with train_tab:
+        train_view(jobs.list_runs(engine))
+if runs_tab.open:
+    with runs_tab:
+        runs_view(jobs.settled_runs(engine, settings))
+if adapters_tab.open:
+    with adapters_tab:
+        adapters_view()

@@ -10,7 +10,8 @@ be terminated), with stdout and stderr appended to ``RUN_DIR/train.log``. The la
 ``RUN_DIR/job.json`` (command, pid, the pid's start time, when) next to the trainer's own
 ``status.json``; :func:`run_state` combines the two with whether the process still lives:
 
-- trainer alive: the state it writes (``running``/``stopping``), or ``running`` while it starts;
+- trainer alive: the state it writes (``running``/``stopping``), ``running`` while it starts, and
+  ``stopping`` once it has written a final state but has not exited yet;
 - trainer gone: the final state it wrote (``completed``, ``stopped``, ``failed``); ``cancelled``
   when :func:`cancel` ended it; ``interrupted`` when it died mid-run without a final state
   (kill -9, a reboot, the machine running out of memory) -- resumable from its last complete
@@ -69,6 +70,10 @@ RUN_STATES = (RUNNING, STOPPING, STOPPED, COMPLETED, FAILED, CANCELLED, INTERRUP
 ACTIVE_STATES = (RUNNING, STOPPING)
 RESUMABLE_STATES = (STOPPED, INTERRUPTED)
 TRAIN, EVALUATE = "train", "evaluate"
+
+STARTING_REASON = "starting (loading libraries)"
+"""The reason while the launched process has not written its first status: a STOP file made now would be
+removed by the trainer as stale, so "Stop & save" waits until it has started (Cancel works at any time)."""
 
 CANCEL_GRACE_S = 5.0
 """How long :func:`cancel` waits after SIGTERM before SIGKILL."""
@@ -411,6 +416,9 @@ def start_training(
 
 def stop(run_dir: Path) -> Path:
     """Ask the trainer to finish its step, save a checkpoint and the adapter, and exit ("Stop & save")."""
+    state = run_state(Path(run_dir))
+    if state.starting:
+        raise LaunchError("The trainer is still starting; ask again in a few seconds (or cancel it).")
     return request_stop(Path(run_dir))
 
 
@@ -477,6 +485,15 @@ class RunState:
         return self.state in ACTIVE_STATES
 
     @property
+    def starting(self) -> bool:
+        return self.state == RUNNING and self.reason == STARTING_REASON
+
+    @property
+    def stoppable(self) -> bool:
+        """Whether "Stop & save" can be asked now (running, and past the trainer's own start-up)."""
+        return self.state == RUNNING and not self.starting
+
+    @property
     def resumable(self) -> bool:
         return self.state in RESUMABLE_STATES and self.checkpoint is not None
 
@@ -526,9 +543,12 @@ def run_state(run_dir: Path) -> RunState:
     if alive:
         if state in ACTIVE_STATES:
             return make(state, status.get("reason", ""), job.pid, True)
-        if state in FINAL_STATES:  # written its final state, now exiting
-            return make(state, status.get("reason", ""), job.pid, True)
-        return make(RUNNING, "starting", job.pid, True)
+        if state in FINAL_STATES:
+            # Its final state is written but the process is still exiting (saving, tearing down torch):
+            # still a running job, so nothing can start or resume on top of it yet.
+            return make(STOPPING, f"{state} ({status.get('reason', '')}); waiting for the process to exit",
+                        job.pid, True)
+        return make(RUNNING, STARTING_REASON, job.pid, True)
     if state in FINAL_STATES:
         return make(state, status.get("reason", ""), job.pid, False)
     if state in ACTIVE_STATES:

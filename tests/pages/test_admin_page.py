@@ -21,6 +21,7 @@ from core.records import write_jsonl
 from storage import training
 from tests.pages.auth_harness import add_user, app_as, app_environment
 from tests.trainer.conftest import build_tiny_llama, make_records
+from tests.trainer.stub_trainer import save_adapter as save_stub_adapter
 from trainer import launch
 from trainer.config import ConfigError, load_config
 from trainer.status import write_status
@@ -230,7 +231,7 @@ def test_start_training_from_the_form_and_refuse_a_second(engine, admin, work, t
 
 
 def test_adapter_registry_lists_the_shipped_adapter_with_its_evaluation(engine, admin, work):
-    at = app_as(admin, PAGE).run()
+    at = app_as(admin, PAGE, admin_tab="Adapters").run()
     assert not at.exception
     assert any(m.value.startswith(f"#### {DEFAULT_ADAPTER_DIR.name}") for m in at.markdown)
     report = json.loads((DEFAULT_ADAPTER_DIR / "eval.json").read_text())
@@ -245,3 +246,26 @@ def test_adapter_registry_lists_the_shipped_adapter_with_its_evaluation(engine, 
     button(at, "Serve the configured default instead").click().run()
     with Session(engine) as session:
         assert training.active_adapter(session=session) is None
+
+
+def test_run_history_table_overlay_and_picking_a_run(engine, admin, work):
+    first, run_a = write_run(work, engine, "run-a", state="stopped", steps=3, total=5, checkpoint=True)
+    save_stub_adapter(run_a, {"model_name": "tiny-base"}, "stopped", 3)
+    second, _ = write_run(work, engine, "run-b", state="completed", steps=5, total=5, checkpoint=False)
+    at = app_as(admin, PAGE, admin_tab="Runs").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["Run"]) == ["run-b", "run-a"] and list(table["Status"]) == ["completed", "stopped"]
+    assert list(table["Train loss"]) == [0.5, 1.5] and list(table["Eval loss"]) == [2.25, 2.25]
+    assert [b.label for b in at.button if b.label.startswith("Register")] == []  # run-b is picked: completed
+    at.multiselect(key="admin_overlay").set_value([first, second]).run()
+    overlay = chart_spec(at, 0)
+    assert [t["name"] for t in overlay["data"]] == ["run-a · training", "run-a · validation", "run-b · training",
+                                                     "run-b · validation"]
+    at.selectbox(key="admin_pick_run").set_value(first).run()
+    button(at, "Register this run's adapter").click().run()
+    assert any("Registered adapter run-a-step3" in s.value for s in at.success)
+    assert (work / "adapters" / "run-a-step3" / "adapter_card.json").is_file()
+    button(at, "Show in the live view").click().run()
+    assert at.session_state["admin_tab"] == "Train" and at.session_state["admin_run_id"] == first
+    assert any(m.value == "Run run-a" for m in at.subheader)

@@ -36,7 +36,7 @@ def _save_checkpoint(run_dir: Path, step: int) -> None:
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))  # written last
 
 
-def _save_adapter(run_dir: Path, cfg: dict, state: str, step: int) -> None:
+def save_adapter(run_dir: Path, cfg: dict, state: str, step: int) -> None:
     folder = run_dir / "adapter"
     folder.mkdir(exist_ok=True)
     (folder / "adapter_config.json").write_text(json.dumps({"r": 4}))
@@ -97,12 +97,12 @@ def main() -> int:
                 stop_reason = stop_reason or "stop file found"
                 write_status(run_dir, "stopping", reason=stop_reason, step=step, total_steps=total)
                 _save_checkpoint(run_dir, step)
-                _save_adapter(run_dir, cfg, "stopped", step)
+                save_adapter(run_dir, cfg, "stopped", step)
                 writer.write({"event": "stopped", "step": step, "reason": stop_reason, "time": time.time()})
                 write_status(run_dir, "stopped", reason=stop_reason, step=step, total_steps=total)
                 print(f"[trainer] stopped at step {step}", flush=True)
                 return 0
-        _save_adapter(run_dir, cfg, "completed", step)
+        save_adapter(run_dir, cfg, "completed", step)
         writer.write({"event": "completed", "step": step, "time": time.time()})
     write_status(run_dir, "completed", reason=f"finished {step} steps", step=step, total_steps=total)
     print(f"[trainer] completed at step {step}", flush=True)

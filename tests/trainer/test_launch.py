@@ -287,3 +287,28 @@ def test_a_real_tiny_run_through_the_launcher(tiny_model_dir, data_dir, tmp_path
     c = curves(read_metrics(Path(final.output_dir) / "metrics.jsonl"))
     assert c.train_loss.steps == [1, 2, 3, 4] and len(c.learning_rate) == 4 and len(c.tokens_per_s) == 4
     assert "trainable params" in log
+
+
+def test_a_final_status_counts_only_once_the_process_has_exited(tmp_path, jobs):
+    """A trainer that wrote "stopped" but is still exiting must not be resumed (or replaced) yet."""
+    run_dir = stub_run(tmp_path)
+    exiting = [sys.executable, "-c", "import os, time; from trainer.status import write_status; "
+               f"write_status({str(run_dir)!r}, 'stopped', reason='stop file found'); time.sleep(1.5)"]
+    job = launch.start_training(run_dir, jobs_dir=jobs, command=exiting)
+    state = wait_for(lambda: (s := launch.run_state(run_dir)).reason.startswith("stopped") and s)
+    assert state.state == "stopping" and state.active and "waiting for the process to exit" in state.reason
+    assert launch.active_job(jobs).pid == job.pid
+    assert wait_final(run_dir).state == "stopped"
+    assert launch.active_job(jobs) is None
+
+
+def test_stop_waits_until_the_trainer_has_started(tmp_path, jobs):
+    """A STOP file made before the trainer's first status would be removed by it as stale: refuse it then."""
+    run_dir = stub_run(tmp_path)
+    slow_start = [sys.executable, "-c", "import time; time.sleep(1.0)"]
+    launch.start_training(run_dir, jobs_dir=jobs, command=slow_start)
+    state = launch.run_state(run_dir)
+    assert state.starting and state.active and not state.stoppable
+    with pytest.raises(launch.LaunchError, match="still starting"):
+        launch.stop(run_dir)
+    assert not (run_dir / "STOP").exists()
