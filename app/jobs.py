@@ -9,6 +9,7 @@ messages a page can show as they are.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from storage.models import AdapterRecord, TrainingRun
 from trainer import launch
 from trainer.config import TrainConfig
 from trainer.status import ADAPTER_DIR, COMPLETED, METRICS_FILE, RUNNING, STOPPED, STOPPING
+
+log = logging.getLogger(__name__)
 
 UNSETTLED = ("queued", "running", "stopping")
 """Database statuses that the run directory may have moved past."""
@@ -141,7 +144,10 @@ def sync_run(engine: Engine, settings: Settings, run_id: int) -> TrainingRun:
     with Session(engine) as session:
         run = training.update_training_run(session=session, run_id=run_id, **fields)
     if state.state == COMPLETED and state.has_adapter:
-        register_run_adapter(engine, settings, run_id)
+        try:
+            register_run_adapter(engine, settings, run_id)
+        except (JobError, ModelError, OSError) as exc:  # the run stays completed; the admin can register it later
+            log.warning("adapter of run %s not registered: %s", run_name(run), exc)
     return run
 
 

@@ -213,6 +213,14 @@ def live_view(run_id: int, *, was_active: bool) -> None:
         st.code(view.log_tail or "(no output yet)", language=None)
 
 
+def evaluation_watch(job: launch.Job) -> None:
+    """The running evaluation's log tail; the whole page reruns when it ends (to show its report)."""
+    if launch.evaluation_state(Path(job.folder)).state != launch.RUNNING:
+        st.rerun()
+    st.info(f"{launch.describe(job)} is running.")
+    st.code(launch.log_tail(Path(job.log), lines=12) or "(no output yet)", language=None)
+
+
 # -- tabs ------------------------------------------------------------------------------------------------
 
 
@@ -319,7 +327,9 @@ def runs_view(all_runs: list[TrainingRun]) -> None:
                        on_click=lambda: st.session_state.update(admin_run_id=st.session_state["admin_pick_run"],
                                                                 admin_tab="Train"))
         picked_run = next(r for r in all_runs if r.id == picked)
-        if picked_run.status in ("stopped", "cancelled", "interrupted") and adapter_lib.has_card(
+        registered = any(a.training_run_id == picked for a in jobs.list_adapters(engine))
+        if picked_run.status in ("stopped", "cancelled", "interrupted", "completed") and not (
+                registered and picked_run.status == "completed") and adapter_lib.has_card(
                 Path(picked_run.run_dir) / "adapter"):
             st.button("Register this run's adapter", key="admin_register", on_click=_control,
                       args=("register", picked))
@@ -337,7 +347,7 @@ def adapters_view() -> None:
         st.button("Serve the configured default instead", key="admin_deactivate", on_click=_activate, args=(None,))
     running = launch.active_job(settings.runs_dir)
     if running is not None and running.kind == launch.EVALUATE:
-        st.info(f"{launch.describe(running)} is running.")
+        st.fragment(evaluation_watch, run_every=LIVE_EVERY_S)(running)
     with st.expander("Evaluation settings"):
         e = st.columns(3)
         e[0].number_input("Items per part (0 = all)", min_value=0, step=1, key="admin_eval_limit")
@@ -381,9 +391,6 @@ def adapters_view() -> None:
                 st.error(f"Last evaluation failed: {ev_state.reason}")
             report = jobs.eval_report(settings, record)
             with st.expander("Evaluation: base model vs adapter", expanded=False):
-                if ev_state.state == launch.RUNNING and ev_state.job is not None:
-                    st.info("Evaluation running…")
-                    st.code(launch.log_tail(Path(ev_state.job.log), lines=15) or "(no output yet)", language=None)
                 if report is None:
                     st.caption("Not evaluated yet.")
                 else:

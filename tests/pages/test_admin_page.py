@@ -269,3 +269,37 @@ def test_run_history_table_overlay_and_picking_a_run(engine, admin, work):
     button(at, "Show in the live view").click().run()
     assert at.session_state["admin_tab"] == "Train" and at.session_state["admin_run_id"] == first
     assert any(m.value == "Run run-a" for m in at.subheader)
+
+
+def test_evaluation_runs_in_the_background_and_its_report_is_shown(engine, admin, work, monkeypatch):
+    report = json.loads((DEFAULT_ADAPTER_DIR / "eval.json").read_text())
+    report["results"]["adapter"]["mcq"]["all"]["accuracy"] = 0.5
+    source = work / "fake-eval.json"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text(json.dumps(report))
+    seen = {}
+
+    def fake_command(adapter_dir, *, output_dir, **options):
+        seen.update(options, adapter=Path(adapter_dir), output=Path(output_dir))
+        return [sys.executable, "-c", "import shutil, sys, time; time.sleep(0.5); print('[evaluate] base: loading'); "
+                f"shutil.copy({str(source)!r}, {str(Path(output_dir) / 'eval.json')!r})"]
+
+    monkeypatch.setattr(launch, "evaluate_command", fake_command)
+    at = app_as(admin, PAGE, admin_tab="Adapters").run()
+    at.number_input(key="admin_eval_limit").set_value(3)
+    at.number_input(key="admin_eval_tokens").set_value(32)
+    at.number_input(key="admin_eval_mcq").set_value(4)
+    next(b for b in at.button if b.key and b.key.startswith("admin_eval_")).click().run()
+    assert not at.exception
+    assert any(f"Evaluation of {DEFAULT_ADAPTER_DIR.name} started" in i.value for i in at.info)
+    assert any("is running" in i.value for i in at.info)
+    assert next(b for b in at.button if b.key and b.key.startswith("admin_eval_")).disabled  # one job at a time
+    assert seen["adapter"] == DEFAULT_ADAPTER_DIR and seen["output"] == work / "evals" / DEFAULT_ADAPTER_DIR.name
+    assert (seen["limit"], seen["max_new_tokens"], seen["mcq_per_source"]) == (3, 32, 4)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and launch.evaluation_state(seen["output"]).state == "running":
+        time.sleep(0.1)
+    at.run()
+    rows = at.dataframe[-1].value
+    assert rows[rows["Metric"] == "MCQ accuracy, all sampled"].iloc[0]["Adapter"] == pytest.approx(50.0)
+    assert not (DEFAULT_ADAPTER_DIR / "eval.log").exists()  # the shipped folder is left as published
