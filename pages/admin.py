@@ -208,7 +208,7 @@ def live_view(run_id: int, *, was_active: bool) -> None:
     chart_cols[1].plotly_chart(charts.learning_rate_figure(view.curves), key="live_lr")
     chart_cols[2].plotly_chart(charts.tokens_per_second_figure(view.curves), key="live_tps")
     if view.command:
-        st.code(view.command, language="bash")
+        st.code(view.command, language="bash", wrap_lines=True)
     with st.expander("Log (last lines)", expanded=state.state in ("failed", "interrupted")):
         st.code(view.log_tail or "(no output yet)", language=None)
 
@@ -269,7 +269,7 @@ def train_view(all_runs: list[TrainingRun]) -> None:
         cfg, _ = build_config(st.session_state["admin_checked"])
         st.markdown("**Command** (the launcher saves this config as `config.yaml` in the run directory and runs "
                     "`python -m trainer --config <run dir>/config.yaml`):")
-        st.code(launch.cli_equivalent(cfg), language="bash")
+        st.code(launch.cli_equivalent(cfg), language="bash", wrap_lines=True)
         train_file = cfg.resolved_train_file()
         try:
             plan = dataset_plan(json.dumps(cfg.to_dict(), sort_keys=True), train_file.stat().st_mtime_ns)

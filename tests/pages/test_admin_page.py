@@ -303,3 +303,32 @@ def test_evaluation_runs_in_the_background_and_its_report_is_shown(engine, admin
     rows = at.dataframe[-1].value
     assert rows[rows["Metric"] == "MCQ accuracy, all sampled"].iloc[0]["Adapter"] == pytest.approx(50.0)
     assert not (DEFAULT_ADAPTER_DIR / "eval.log").exists()  # the shipped folder is left as published
+
+
+def test_pages_serve_the_active_adapter(engine, work):
+    """resources.active_adapter_path: the activated adapter's folder, the setting otherwise (and for the same folder)."""
+    import shutil
+
+    from app import resources
+
+    assert resources.active_adapter_path() == "default"
+    run_dir = work / "runs" / "my-run"
+    run_dir.mkdir(parents=True)
+    save_stub_adapter(run_dir, {"model_name": "tiny-base"}, "completed", 4)
+    folder = work / "adapters" / "my-run"
+    shutil.copytree(run_dir / "adapter", folder)
+    with Session(engine) as session:
+        mine = training.register_adapter(session=session, path=str(folder), name="my-run", base_model="tiny-base",
+                                         card={})
+        shipped = training.register_adapter(session=session, path=str(DEFAULT_ADAPTER_DIR), name="shipped",
+                                            base_model="x", card={})
+        mine_id, shipped_id = mine.id, shipped.id
+        training.activate_adapter(session=session, adapter_id=mine_id)
+    assert resources.active_adapter_path() == str(folder)
+    with Session(engine) as session:
+        training.activate_adapter(session=session, adapter_id=shipped_id)
+    assert resources.active_adapter_path() == "default"  # the configured default's folder: one cached model
+    with Session(engine) as session:
+        training.activate_adapter(session=session, adapter_id=mine_id)
+    shutil.rmtree(folder)
+    assert resources.active_adapter_path() == "default"  # a folder deleted by hand never breaks the pages
