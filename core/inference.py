@@ -9,9 +9,10 @@ generator) ends generation at the next token.
 
 Serving speed: :func:`serving_plan` says how a merged model is served on a device and
 :func:`prepare_for_serving` applies it once, at load time. On CPU, decoding one token is bound
-by reading the weights from memory, so the decoder's linear layers are stored as int8 with one
-bf16 scale per output row (``torch.ops.aten._weight_int8pack_mm``); embeddings, norms and the
-tied output head stay bf16. On CUDA the model is bf16 with a static KV cache, which lets
+by reading the weights from memory, so every linear layer and the output head decode with int8
+weights and one bf16 scale per output row (``torch.ops.aten._weight_int8pack_mm``); the prompt
+(prefill) uses a bf16 copy, where bf16 matrix products are faster; embeddings and norms stay bf16.
+The cost in fidelity is measured by the benchmark (top-1 agreement with fp32). On CUDA the model is bf16 with a static KV cache, which lets
 ``generate`` compile the decoding step. ``benchmarks/bench_generation.py`` measures each choice
 against the eager fp32 baseline; docs/BENCHMARKS.md has the numbers.
 """
@@ -373,7 +374,7 @@ class ServingPlan:
         parts = {
             "fp32": "fp32 weights",
             "bf16": "bf16 weights",
-            "int8": "int8 weight-only linears (bf16 activations, embeddings and head)",
+            "int8": "int8 weight-only decoding (bf16 prefill and embeddings)",
         }[self.weights]
         return parts + (", static KV cache + torch.compile" if self.static_cache else ", eager")
 
@@ -387,7 +388,12 @@ def serving_plan(device: str, *, max_cache_len: int = 4096) -> ServingPlan:
 
 @functools.cache
 def _int8_linear_class() -> Any:
-    """``nn.Linear`` replacement: int8 weights, one scale per output row, bf16 activations (built lazily: torch)."""
+    """``nn.Linear`` replacement for decoding: int8 weights with one bf16 scale per output row.
+
+    The int8 kernel (``_weight_int8pack_mm``) halves the bytes read per decoded token, which is
+    what bounds decoding on a CPU. For prompts (many rows at once) it is slower than a bf16
+    matrix product, so a bf16 copy of the weight serves the prefill. Built lazily (imports torch).
+    """
     import torch
     from torch import nn
 
@@ -400,21 +406,27 @@ def _int8_linear_class() -> Any:
             self.in_features, self.out_features = linear.in_features, linear.out_features
             self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
             self.register_buffer("scale", scale.to(torch.bfloat16))
+            self.register_buffer("weight_bf16", linear.weight.detach().to(torch.bfloat16))
             self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(torch.bfloat16))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            flat = x.reshape(-1, self.in_features)
-            if flat.dtype != self.scale.dtype:
-                flat = flat.to(self.scale.dtype)
-            out = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scale)
-            if self.bias is not None:
-                out = out + self.bias
+            flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+            if flat.shape[0] <= DECODE_ROWS:
+                out = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scale)
+                if self.bias is not None:
+                    out = out + self.bias
+            else:
+                out = torch.nn.functional.linear(flat, self.weight_bf16, self.bias)
             return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
         def extra_repr(self) -> str:
-            return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only"
+            return f"in_features={self.in_features}, out_features={self.out_features}, int8 decode / bf16 prefill"
 
     return Int8Linear
+
+
+DECODE_ROWS = 4
+"""Up to this many rows (tokens x batch) an int8 linear uses the int8 kernel; above, the bf16 weight."""
 
 
 def quantize_linears_int8(module: Any) -> int:
@@ -438,9 +450,10 @@ def prepare_for_serving(model: Any, plan: ServingPlan) -> Any:
     if plan.weights in ("bf16", "int8"):
         model.to(torch.bfloat16)
     if plan.weights == "int8":
-        # Only the decoder blocks: the output head is tied to the embedding table and its logits
-        # decide every token, so it stays bf16.
         quantize_linears_int8(model.model.layers)
+        # The output head reads a vocabulary-sized matrix per token (a fifth of SmolLM2's weights).
+        # It is tied to the embedding table: the int8 head gets its own copy, the embeddings stay bf16.
+        model.set_output_embeddings(_int8_linear_class()(model.get_output_embeddings()))
     if plan.static_cache:
         model.generation_config.cache_implementation = "static"
         model.generation_config.max_cache_len = plan.max_cache_len
@@ -453,15 +466,20 @@ def warm_up(model: Any, tokenizer: Any, *, new_tokens: int = 4) -> None:
     import torch
 
     ids = prompt_ids(tokenizer, "Warm-up.").to(next(model.parameters()).device)
-    with torch.inference_mode():
-        model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        )
+
+    def work() -> None:
+        with torch.inference_mode():
+            model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            )
+
+    # On the thread that will serve this model (compiled CUDA graphs are per thread).
+    _worker_for(model).submit(work).result()
 
 
 # -- examples and reference comparison -----------------------------------------------------------

@@ -317,6 +317,8 @@ if st.session_state.cs_run_requested:
                     args=(_digest(check.text),),
                 )
         else:
+            if check.notes:
+                st.session_state.cs_notice = " ".join(check.notes)  # shown again after the run's rerun
             _generate(served, check.text)
 elif st.session_state.cs_result is not None:
     _show_result(st.session_state.cs_result)

