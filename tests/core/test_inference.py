@@ -333,6 +333,20 @@ def test_serving_plans_keep_the_model_close_to_fp32(tokenizer, plan):
         assert served.generation_config.max_cache_len == 256
 
 
+def test_static_cache_plan_generates_what_the_dynamic_cache_does(tokenizer):
+    # The CUDA plan (static KV cache; compilation only happens on CUDA) must not change the output.
+    dynamic = inference.prepare_for_serving(_tiny_model(len(tokenizer), seed=3), ServingPlan("bf16"))
+    static = inference.prepare_for_serving(
+        _tiny_model(len(tokenizer), seed=3), ServingPlan("bf16", static_cache=True, max_cache_len=256)
+    )
+    greedy = GenerationSettings(max_new_tokens=10, temperature=0)
+    texts = [
+        list(inference.stream_case("A case.", served=Served(m, tokenizer), settings=greedy))[-1].text
+        for m in (dynamic, static)
+    ]
+    assert texts[0] == texts[1] and len(texts[0]) > 0
+
+
 def test_default_plans_per_device():
     assert inference.serving_plan("cpu") == ServingPlan("int8")
     cuda = inference.serving_plan("cuda", max_cache_len=2048)
