@@ -51,7 +51,6 @@ for key, value in {
     "cs_run_requested": False,
     "cs_phi_ok_for": None,  # digest of the text whose identifier warning the student confirmed
     "cs_stop": None,  # threading.Event of the generation in progress
-    "cs_stop_clicked": False,
     "cs_partial": None,  # the stream's latest state while generating (recovered if the run is interrupted)
     "cs_result": None,  # the last finished CaseRun
     "cs_show_reference": False,
@@ -105,7 +104,6 @@ def _stop() -> None:
     event = st.session_state.cs_stop
     if event is not None:
         event.set()
-    st.session_state.cs_stop_clicked = True
 
 
 def _toggle_reference() -> None:
@@ -169,7 +167,7 @@ def _generate(served: resources.ServedModel, text: str) -> None:
         "example_id": example["id"] if example else None,
         "event": inference.StreamEvent("started"),
     }
-    st.session_state.update(cs_stop=stop, cs_stop_clicked=False, cs_partial=partial, cs_result=None)
+    st.session_state.update(cs_stop=stop, cs_partial=partial, cs_result=None)
 
     st.button("Stop", key="cs_stop_button", on_click=_stop, icon=":material/stop_circle:")
     status = st.status("Reasoning…", expanded=True)

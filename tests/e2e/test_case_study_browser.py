@@ -131,6 +131,7 @@ def test_one_real_generation_shows_reasoning_and_final_answer(work_dir: Path, tm
             # Final-answer section: the answer, or the statement that there is no marked answer.
             final = page.get_by_text("Final answer:").or_(page.get_by_text("gave no marked final answer"))
             expect(final.first).to_be_visible()
+            page.wait_for_timeout(600)  # let the expander finish opening before the screenshot
             page.screenshot(path=str(ARTIFACTS / "case_study.png"), full_page=True)
         finally:
             browser.close()
