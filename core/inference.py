@@ -275,6 +275,7 @@ def _generate_locked(
 
     future = _worker_for(model).submit(work)
     text = ""
+    streamed_to_end = False
     try:
         yield StreamEvent("started", stats=stats())
         for chunk in streamer:
@@ -283,13 +284,14 @@ def _generate_locked(
             text += chunk
             reasoning, answer, has_answer = _split(text, final=False)
             yield StreamEvent("text", reasoning, answer, has_answer, text, stats())
+        streamed_to_end = True
     finally:
-        # Also reached when the consumer abandons the stream (page rerun, generator closed):
-        # stop the worker at the next token and wait for it, so the lock is released only when
-        # the model is really free.
-        stop_requested = stop.is_set()
-        stop.set()
+        if not streamed_to_end:
+            # The consumer abandoned the stream (page rerun, generator closed): stop the worker at
+            # the next token; the lock is released only once the model is really free.
+            stop.set()
         future.result()
+    stop_requested = stop.is_set()
     if failure:
         raise GenerationError(f"Generation failed: {type(failure[0]).__name__}: {failure[0]}") from failure[0]
     final = stats()
