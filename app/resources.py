@@ -70,7 +70,9 @@ def get_base_model(base_model: str, model_cache_dir: str, _progress: Callable[[s
 
 
 @st.cache_resource(show_spinner=False)
-def get_served_model(base_model: str, adapter: str, device: str) -> ServedModel:
+def get_served_model(
+    base_model: str, adapter: str, device: str, _progress: Callable[[str], None] | None = None
+) -> ServedModel:
     """The model the app serves, keyed by (base, adapter, device): adapter merged, then made fast.
 
     The adapter is merged into fp32 weights (exact), then :func:`core.inference.prepare_for_serving`
@@ -79,7 +81,7 @@ def get_served_model(base_model: str, adapter: str, device: str) -> ServedModel:
     first student does not pay one-time costs. Never the 4-bit training model.
     """
     settings = replace(get_settings(), base_model=base_model, adapter=adapter, device=device)
-    base = get_base_model(base_model, str(settings.model_cache_dir))
+    base = get_base_model(base_model, str(settings.model_cache_dir), _progress=_progress)
     adapter_dir = model_lib.resolve_adapter(settings)
     card = model_lib.read_adapter_card(adapter_dir) if adapter_dir else None
     dev = model_lib.pick_device(device)

@@ -254,11 +254,12 @@ if not st.session_state.cs_ack:
     st.stop()
 
 try:
-    with st.status("Loading the model…", expanded=False) as loading:
+    with st.status("Loading the model…", expanded=True) as loading:
         # The first start converts the embedded GGUF (about 20 s); its progress lines show here.
-        resources.get_base_model(settings.base_model, str(settings.model_cache_dir), _progress=loading.write)
-        served = resources.get_served_model(settings.base_model, settings.adapter, settings.device)
-        loading.update(label="Model ready", state="complete")
+        served = resources.get_served_model(
+            settings.base_model, settings.adapter, settings.device, _progress=loading.write
+        )
+        loading.update(label="Model ready", state="complete", expanded=False)
 except ModelError as exc:
     st.error(f"The model could not be loaded.\n\n{exc}")
     st.stop()

@@ -98,7 +98,7 @@ def env(monkeypatch, tmp_path):
     served = FakeServed()
     loads: list[tuple] = []
 
-    def get_served_model(*args):
+    def get_served_model(*args, **_kwargs):
         loads.append(args)
         return served
 
@@ -138,6 +138,12 @@ def _generate(at: AppTest, text: str) -> AppTest:
     return at
 
 
+def reasoning_status(at: AppTest):
+    """The one "Reasoning…" status block (the page also has a "Model ready" one)."""
+    (status,) = [s for s in at.status if s.label.startswith("Reasoning")]
+    return status
+
+
 def _texts(elements) -> list[str]:
     return [e.value for e in elements]
 
@@ -173,7 +179,7 @@ def test_generation_streams_then_shows_reasoning_and_answer_separately_and_saves
     assert not at.exception
     assert len(fake.calls) == 1 and fake.calls[0]["case_text"] == CASE
     assert isinstance(fake.calls[0]["stop"], threading.Event)
-    (status,) = at.status
+    status = reasoning_status(at)
     assert status.label == "Reasoning"
     assert status.proto.expanded is False  # collapsed once finished
     reasoning = " ".join(_texts(status.markdown))
@@ -198,7 +204,7 @@ def test_mid_stream_state_then_stop_keeps_and_saves_the_partial_run(env):
     _generate(_acknowledged(at), CASE)
     assert not at.exception
     # The run was cut while streaming: reasoning and the beginning of the answer, in separate places.
-    (status,) = at.status
+    status = reasoning_status(at)
     assert status.label == "Reasoning…"
     assert "ascending infection" in " ".join(_texts(status.markdown))
     (answer,) = at.success
@@ -210,7 +216,7 @@ def test_mid_stream_state_then_stop_keeps_and_saves_the_partial_run(env):
     at.button(key="cs_stop_button").click().run()
     assert not at.exception
     assert fake.calls[0]["stop"].is_set()
-    (status,) = at.status
+    status = reasoning_status(at)
     assert status.label == "Reasoning (stopped)"
     assert any("stopped" in i for i in _texts(at.info))
     saved = saved_run(at, env)
@@ -248,7 +254,7 @@ def test_model_output_is_never_rendered_as_html(env):
     at, _ = env(FakeStream(evil))
     _generate(_acknowledged(at), CASE)
     assert not at.exception
-    bodies = [m.proto.body for m in at.status[0].markdown] + [at.success[0].proto.body]
+    bodies = [m.proto.body for m in reasoning_status(at).markdown] + [at.success[0].proto.body]
     joined = " ".join(bodies)
     assert re.search(r"(?<!\\)<", joined) is None  # every "<" is escaped: shown as text, never a tag
     assert "![" not in joined  # no image is fetched
@@ -309,7 +315,7 @@ def test_max_new_tokens_is_capped_by_the_setting(env):
 def test_model_load_failure_is_a_message(env, monkeypatch):
     at, fake = env()
 
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise ModelError("Adapter x was trained on base model 'a', but the app is set to 'b'.")
 
     monkeypatch.setattr(resources, "get_served_model", broken)
