@@ -7,17 +7,17 @@ the lock that comes with it.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import streamlit as st
 from sqlalchemy import Engine
-
 from sqlmodel import Session
 
 from app import jobs
 from core import data as data_lib
+from core import inference
 from core import model as model_lib
 from core.quiz_bank import Bank
 from core.settings import Settings, load_settings
@@ -78,7 +78,10 @@ class ServedModel:
     adapter_dir: Path | None
     adapter_card: dict[str, Any] | None
     device: str
+    plan: inference.ServingPlan | None = None
+    """How the weights are served (int8/bf16, static cache); None for a model served as loaded."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held by ``core.inference.stream_case`` for the whole of one generation."""
 
     @property
     def adapter_name(self) -> str:
@@ -93,15 +96,26 @@ def get_base_model(base_model: str, model_cache_dir: str, _progress: Callable[[s
 
 
 @st.cache_resource(show_spinner=False)
-def get_served_model(base_model: str, adapter: str, device: str) -> ServedModel:
-    """The model the app serves, keyed by (base, adapter, device); merged adapter, eval mode."""
-    settings = get_settings()
-    base = get_base_model(base_model, str(settings.model_cache_dir))
-    adapter_dir = model_lib.resolve_adapter(settings) if adapter == settings.adapter else Path(adapter)
+def get_served_model(
+    base_model: str, adapter: str, device: str, _progress: Callable[[str], None] | None = None
+) -> ServedModel:
+    """The model the app serves, keyed by (base, adapter, device): adapter merged, then made fast.
+
+    The adapter is merged into fp32 weights (exact), then :func:`core.inference.prepare_for_serving`
+    applies the device's measured serving plan (int8 weight-only linears on CPU; bf16 with a
+    static KV cache and compiled decoding on CUDA) and a short warm-up generation runs, so the
+    first student does not pay one-time costs. Never the 4-bit training model.
+    """
+    settings = replace(get_settings(), base_model=base_model, adapter=adapter, device=device)
+    base = get_base_model(base_model, str(settings.model_cache_dir), _progress=_progress)
+    adapter_dir = model_lib.resolve_adapter(settings)
     card = model_lib.read_adapter_card(adapter_dir) if adapter_dir else None
     dev = model_lib.pick_device(device)
-    mdl, tok = model_lib.load_model(base, adapter_dir=adapter_dir, device=dev)
-    return ServedModel(mdl, tok, base, adapter_dir, card, dev)
+    mdl, tok = model_lib.load_model(base, adapter_dir=adapter_dir, device=dev, merge=True)
+    plan = inference.serving_plan(dev)
+    inference.prepare_for_serving(mdl, plan)
+    inference.warm_up(mdl, tok)
+    return ServedModel(mdl, tok, base, adapter_dir, card, dev, plan)
 
 
 def get_bank() -> Bank:

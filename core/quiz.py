@@ -13,7 +13,6 @@ without a time zone.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import random
 import re
 import unicodedata
@@ -450,21 +449,6 @@ def grade_mcq(record: Record, chosen: str | None) -> bool:
     if not chosen:
         return False
     return chosen.strip().upper() == record.correct.strip().upper()
-
-
-def rouge_l(pred: str, ref: str) -> float:
-    """ROUGE-L F1 between a student's answer and the reference (``rouge-score``, Porter stemming).
-
-    0.0 when either side has no words. rouge-score's tokenizer keeps only ASCII letters and digits.
-    """
-    return float(_rouge_scorer().score(ref, pred)["rougeL"].fmeasure)
-
-
-@functools.cache
-def _rouge_scorer() -> Any:
-    from rouge_score import rouge_scorer  # imported here: nltk-backed, slow to load
-
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def self_grade_score(grade: str) -> float:

@@ -13,17 +13,15 @@ The logic is in ``storage.quiz_sitting`` (one attempt), ``storage.quiz_reports``
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 from collections.abc import Callable, Iterator
-from types import ModuleType
 from typing import Any
 
 import streamlit as st
 from sqlmodel import Session
 
 from app import auth, resources
-from core import charts, quiz_text
+from core import charts, inference, quiz_text
+from core.model import ModelError
 from core.quiz import NotEnoughItemsError, available_filters, remaining_s
 from core.records import Record
 from storage import attempts, quiz_catalog, quiz_reports, quiz_sitting, quizzes, rate_limit
@@ -155,46 +153,26 @@ def submit_quiz(attempt_id: int) -> None:
 # -- the model's explanation (tutor feedback) ------------------------------------------------------------------
 
 
-def inference_module() -> ModuleType | None:
-    # INTEGRATION: core.inference arrives with the case-study page (issue 5). Until it is merged the
-    # explanation button says so; nothing else on this page depends on it.
-    try:
-        return importlib.import_module("core.inference")
-    except ImportError:
-        return None
-
-
-def stream_model_explanation(record: Record) -> Iterator[Any]:
+def stream_model_explanation(record: Record) -> Iterator[inference.StreamEvent]:
     """The model's own stepwise explanation of an item, as ``core.inference.StreamEvent``s.
 
     The prompt is the item alone (question, options and, for PubMedQA, its abstract as context,
     laid out by ``core.prompts.build_messages``); the student's answer is never part of it.
     """
-    # INTEGRATION: stream_case(case_text, *, served, settings, options) builds its prompt with
-    # core.prompts.build_messages(case_text, options). PubMedQA items need their abstract passed on
-    # as build_messages(..., context=...): issue 5's stream_case should grow a `context=` keyword.
-    # Until it has one, the abstract is left out rather than pasted into the question by hand.
-    inference = inference_module()
-    assert inference is not None
     settings = resources.get_settings()
     served = resources.get_served_model(settings.base_model, resources.active_adapter_path(), settings.device)
     generation = inference.GenerationSettings(max_new_tokens=min(512, settings.max_new_tokens)).clamped(
         cap=settings.max_new_tokens)
-    kwargs: dict[str, Any] = {"served": served, "settings": generation, "options": record.options}
-    if record.context and "context" in inspect.signature(inference.stream_case).parameters:
-        kwargs["context"] = record.context
-    yield from inference.stream_case(record.question, **kwargs)
+    yield from inference.stream_case(
+        record.question, served=served, settings=generation, options=record.options, context=record.context)
 
 
 def explanation_panel(record: Record, state_key: str) -> None:
     """A button that streams the model's explanation, and the explanation once there is one."""
     saved = st.session_state.get(state_key)
     if saved is None:
-        inference = inference_module()
-        if st.button("Explain with the model", key=f"{state_key}_button", icon=":material/psychology:",
-                     disabled=inference is None,
-                     help=None if inference else "The model's explanations are not available in this version."):
-            run_explanation(record, state_key, inference)
+        if st.button("Explain with the model", key=f"{state_key}_button", icon=":material/psychology:"):
+            run_explanation(record, state_key)
         return
     reasoning, answer = saved
     with st.expander("The model's explanation", expanded=True):
@@ -203,7 +181,7 @@ def explanation_panel(record: Record, state_key: str) -> None:
         st.markdown("**Model's final answer:** " + quiz_text.md_escape(answer or "(none)"))
 
 
-def run_explanation(record: Record, state_key: str, inference: ModuleType | None) -> None:
+def run_explanation(record: Record, state_key: str) -> None:
     settings = resources.get_settings()
     with Session(engine) as session:
         allowed, message = rate_limit.check_generation_allowed(
@@ -213,7 +191,6 @@ def run_explanation(record: Record, state_key: str, inference: ModuleType | None
         return
     reasoning_box, answer_box = st.empty(), st.empty()
     reasoning = answer = ""
-    error_type = getattr(inference, "GenerationError", RuntimeError)
     try:
         with st.spinner("The model is thinking…"):
             for event in stream_model_explanation(record):
@@ -224,7 +201,7 @@ def run_explanation(record: Record, state_key: str, inference: ModuleType | None
                 reasoning_box.text(reasoning)
                 if answer:
                     answer_box.markdown("**Model's final answer:** " + quiz_text.md_escape(answer))
-    except error_type as exc:
+    except (inference.GenerationError, ModelError) as exc:
         st.error(f"The model could not explain this item: {exc}")
         return
     with Session(engine) as session:

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlmodel import Session
 
@@ -27,22 +27,13 @@ from core.quiz_bank import Bank
 from core.records import Record
 from storage import quizzes
 from storage.models import ItemOverride, QuizSet
+from storage.history import Viewer
 from storage.quizzes import QuizError
 
 log = logging.getLogger(__name__)
 
 EDITABLE_FIELDS = ("question", "options", "explanation")
 """What an instructor can change on an item (core.quiz also allows ``correct``; our table has no column for it)."""
-
-
-class Viewer(Protocol):
-    """Who is asking: a :class:`~storage.models.User` or the app's signed-in user."""
-
-    @property
-    def id(self) -> int | None: ...
-
-    @property
-    def role(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from sqlmodel import Session
 
 from core import quiz as quiz_core
 from core import review
+from core.metrics import rouge_l
 from core.quiz import Answer, AttemptResult, NotEnoughItemsError
 from core.records import Record
 from storage import attempts, quizzes, reviews
@@ -377,7 +378,7 @@ def save_text(*, session: Session, catalog: Catalog, attempt_id: int, user_id: i
     text = (text or "").strip()
     if not text:
         raise AttemptError("Write an answer first.")
-    score = quiz_core.rouge_l(text, item.record.answer)
+    score = rouge_l(text, item.record.answer)
     attempts.record_answer(session=session, attempt_id=attempt_id, user_id=user_id, position=position,
                            free_text=text, rouge_l=score)
     return score

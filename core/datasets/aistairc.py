@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from core.datasets.base import DataError, iter_jsonl, require_options, require_str
+from core.datasets.base import DataError, SourceInfo, iter_jsonl, require_options, require_str
+from core.records import Record, mcq_answer, stable_id
 
 FOLDER = "medllm-qa-benchmark-aistairc"
 
@@ -40,3 +41,21 @@ def iter_rows(path: Path) -> Iterator[BenchmarkRow]:
         if correct not in options:
             raise DataError(path, line, "answer", f"letter {answer[0]!r} is not one of the options {list(options)}")
         yield BenchmarkRow(line, str(row["problem_id"]), question.strip(), options, correct)
+
+
+def mcq_record(info: SourceInfo, row: BenchmarkRow, *, relative: str, subject: str = "", tags: list[str] | None = None) -> Record:
+    """The canonical multiple-choice record of one benchmark row."""
+    return Record(
+        id=stable_id(info.name, row.question, row.options),
+        source=info.name,
+        license=info.license,
+        question=row.question,
+        kind="mcq",
+        answer=mcq_answer(row.options, row.correct),
+        options=row.options,
+        correct=row.correct,
+        subject=subject,
+        tags=list(tags or []),
+        attribution=info.attribution,
+        origin=f"{relative}:{row.line} (problem_id {row.problem_id})",
+    )

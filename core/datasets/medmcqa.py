@@ -17,9 +17,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from core.datasets.aistairc import FOLDER, iter_rows
-from core.datasets.base import SourceInfo, mcq_answer
-from core.records import Record, stable_id
+from core.datasets.aistairc import FOLDER, iter_rows, mcq_record
+from core.datasets.base import SourceInfo
+from core.records import Record
 
 INFO = SourceInfo(
     name="medmcqa",
@@ -49,21 +49,7 @@ REAL_WORDS = frozenset({"hyperopia", "ale", "cha", "apa", "disto"})
 
 
 def read(path: Path, *, relative: str = FILE) -> list[Record]:
-    return [
-        Record(
-            id=stable_id(INFO.name, row.question, row.options),
-            source=INFO.name,
-            license=INFO.license,
-            question=row.question,
-            kind="mcq",
-            answer=mcq_answer(row.options, row.correct),
-            options=row.options,
-            correct=row.correct,
-            attribution=INFO.attribution,
-            origin=f"{relative}:{row.line} (problem_id {row.problem_id})",
-        )
-        for row in iter_rows(path)
-    ]
+    return [mcq_record(INFO, row, relative=relative) for row in iter_rows(path)]
 
 
 def vocabulary(texts: Iterable[str], *, min_count: int = 2) -> frozenset[str]:

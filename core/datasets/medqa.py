@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from core.datasets.aistairc import FOLDER, iter_rows
-from core.datasets.base import DataError, SourceInfo, iter_jsonl, mcq_answer, require_str
-from core.records import Record, stable_id
+from core.datasets.aistairc import FOLDER, iter_rows, mcq_record
+from core.datasets.base import DataError, SourceInfo, iter_jsonl, require_str
+from core.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +47,7 @@ def read(path: Path, steps: dict[str, str] | None = None, *, relative: str = FIL
         step = (steps or {}).get(row.question)
         missing += steps is not None and step is None
         records.append(
-            Record(
-                id=stable_id(INFO.name, row.question, row.options),
-                source=INFO.name,
-                license=INFO.license,
-                question=row.question,
-                kind="mcq",
-                answer=mcq_answer(row.options, row.correct),
-                options=row.options,
-                correct=row.correct,
-                subject=STEPS.get(step or "", ""),
-                tags=[step] if step else [],
-                attribution=INFO.attribution,
-                origin=f"{relative}:{row.line} (problem_id {row.problem_id})",
-            )
+            mcq_record(INFO, row, relative=relative, subject=STEPS.get(step or "", ""), tags=[step] if step else [])
         )
     if missing:
         log.warning("medqa: %d of %d questions have no Step tag in %s", missing, len(records), STEP_FILE)

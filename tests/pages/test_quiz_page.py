@@ -3,8 +3,6 @@ open-ended items, the review queue, the model-explanation seam, escaping and att
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +13,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
-from core import prompts
-from core.quiz import rouge_l
+from core import inference, prompts
+from core.metrics import rouge_l
 from core.records import Record
 from storage import attempts, quiz_sitting, quizzes, reviews
 from storage.models import Attempt, GenerationEvent, User
@@ -386,36 +384,25 @@ def test_history_tab_lists_attempts_with_a_trend(engine: Engine, student: User) 
     assert {m.label: m.value for m in at.metric}["Score"] == "50%"
 
 
-class FakeInference(types.ModuleType):
-    """Stands in for core.inference (issue 5): records each call and streams a canned explanation."""
-
-    class GenerationError(RuntimeError):
-        pass
-
-    class GenerationSettings:
-        def __init__(self, max_new_tokens: int = 384, temperature: float = 0.3, top_p: float = 0.9) -> None:
-            self.max_new_tokens = max_new_tokens
-
-        def clamped(self, *, cap: int) -> "FakeInference.GenerationSettings":
-            return FakeInference.GenerationSettings(min(self.max_new_tokens, cap))
+class FakeStream:
+    """Stands in for ``core.inference.stream_case``: records each call and streams a canned explanation."""
 
     def __init__(self) -> None:
-        super().__init__("core.inference")
         self.calls: list[tuple[tuple, dict]] = []
 
-    def stream_case(self, case_text: str, *, served: Any, settings: Any, stop: Any = None,
-                    options: dict[str, str] | None = None, context: str = "") -> Iterator[Any]:
+    def __call__(self, case_text: str, *, served: Any, settings: Any, stop: Any = None,
+                 options: dict[str, str] | None = None, context: str = "") -> Iterator[Any]:
         self.calls.append(((case_text,), {"options": options, "context": context, "served": served}))
-        yield types.SimpleNamespace(kind="started", reasoning="", answer="")
-        yield types.SimpleNamespace(kind="text", reasoning="Step 1: survival <b>improved</b>.", answer="")
-        yield types.SimpleNamespace(kind="done", reasoning="Step 1: survival <b>improved</b>.", answer="A. yes")
+        yield inference.StreamEvent("started")
+        yield inference.StreamEvent("text", "Step 1: survival <b>improved</b>.", "", False, "")
+        yield inference.StreamEvent("done", "Step 1: survival <b>improved</b>.", "A. yes", True, "")
 
 
 def test_model_explanation_streams_from_inference_without_the_students_answer(
     engine: Engine, student: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = FakeInference()
-    monkeypatch.setitem(sys.modules, "core.inference", fake)
+    fake = FakeStream()
+    monkeypatch.setattr(inference, "stream_case", fake)
     quiz_set_id = publish(engine, ["pubmedqa:q7"])
     at = app_as(student, PAGE).run()
     at.button(key=f"quiz_start_set_{quiz_set_id}").click().run()
@@ -441,12 +428,3 @@ def test_model_explanation_streams_from_inference_without_the_students_answer(
     assert len(fake.calls) == 1 and "Step 1: survival <b>improved</b>." in texts(at)
 
 
-def test_model_explanation_button_is_disabled_without_inference(engine: Engine, student: User,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "core.inference", None)  # importing it raises ImportError
-    quiz_set_id = publish(engine, ["medqa:q1"])
-    at = app_as(student, PAGE).run()
-    at.button(key=f"quiz_start_set_{quiz_set_id}").click().run()
-    answer(at, "A")
-    button = [b for b in at.button if b.label == "Explain with the model"]
-    assert len(button) == 1 and button[0].disabled

