@@ -145,6 +145,7 @@ def test_admin_trains_stops_resumes_and_serves_the_new_adapter(tmp_path: Path) -
             page.screenshot(path=str(ARTIFACTS / "admin-adapters.png"), full_page=True)
 
             _nav(page, "Case study")
+            page.get_by_role("button", name="I understand").click()  # the page's one-time notice
             main = page.locator('[data-testid="stMain"]')
             expect(main).to_contain_text(name, timeout=90_000)  # the served adapter's name on the page
             page.screenshot(path=str(ARTIFACTS / "admin-case-study.png"), full_page=True)
