@@ -95,7 +95,7 @@ def get_base_model(base_model: str, model_cache_dir: str, _progress: Callable[[s
     return model_lib.resolve_base(settings, progress=_progress or (lambda _m: None))
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=2)  # the active adapter and the one before it
 def get_served_model(
     base_model: str, adapter: str, device: str, _progress: Callable[[str], None] | None = None
 ) -> ServedModel:

@@ -34,7 +34,9 @@ def test_kill_9_during_a_burst_of_history_writes_loses_nothing(tmp_path: Path) -
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and writer.poll() is None:
-            if ack.exists() and ack.read_text().count("\n") > MIN_ACKED_ROWS:
+            text = ack.read_text() if ack.exists() else ""
+            # Kill only once both writer threads have committed rows (under load one can start late).
+            if text.count("\n") > MIN_ACKED_ROWS and "\ncase " in text and "\nanswer " in text:
                 break
             time.sleep(0.05)
         assert writer.poll() is None, f"the writer died early: {writer.stdout.read().decode() if writer.stdout else ''}"
