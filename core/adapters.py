@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from core.atomic import atomic_dir
 from core.model import CARD_FILE, CONVERSION_FILE, EMBEDDED_BASE_ID, BaseModel, ModelError, read_adapter_card
 from core.prompts import PROMPT_FORMAT_VERSION
 from core.settings import EMBEDDED_MODEL, Settings
@@ -60,16 +59,8 @@ def safe_name(text: str) -> str:
 def snapshot(adapter_dir: Path, target: Path) -> Path:
     """Copy an adapter folder to ``target`` atomically (a temporary sibling, then a rename)."""
     read_adapter_card(adapter_dir)  # refuses a folder that is not a described adapter
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    with atomic_dir(target) as tmp:
         shutil.copytree(adapter_dir, tmp, dirs_exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -100,20 +91,12 @@ def export_merged(base: BaseModel, adapter_dir: Path, target: Path) -> Path:
     model, tokenizer = load_model(base, adapter_dir=Path(adapter_dir), device="cpu", dtype=torch.float32, merge=True)
     if any(getattr(p, "quant_state", None) is not None for p in model.parameters()):
         raise ModelError("the merged model is quantised; refusing to export it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         info = {"base_model": base.identity, "adapter": Path(adapter_dir).name, "dtype": "float32",
                 "prompt_format": card.get("prompt_format"), "adapter_card": card}
         (tmp / MERGED_INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -16,14 +16,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from core.atomic import atomic_dir
 from core.prompts import PROMPT_FORMAT_VERSION
 from core.settings import DEFAULT_ADAPTER, EMBEDDED_MODEL, NO_ADAPTER, PROJECT_ROOT, Settings
 
@@ -107,9 +105,7 @@ def convert_gguf_to_dense(gguf: Path, target: Path, *, progress: Progress = lamb
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    with atomic_dir(target) as tmp:
         t0 = time.perf_counter()
         progress("Reading the embedded GGUF model (first start only, about 20 s)…")
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -129,12 +125,6 @@ def convert_gguf_to_dense(gguf: Path, target: Path, *, progress: Progress = lamb
         }
         # Written last: its presence with the right hash is what makes the cache valid.
         (tmp / CONVERSION_FILE).write_text(json.dumps(info, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     progress("Embedded model ready.")
     return target
 

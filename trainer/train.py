@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from core.atomic import atomic_dir
 from core.metrics import RESUME_EVENT, MetricsWriter, read_metrics
 from core.model import BaseModel, ModelError
 from trainer.checkpoint import checkpoints, is_complete, last_complete_checkpoint
@@ -186,8 +184,7 @@ def _cast_safetensors(path: Path, dtype_name: str) -> None:
 def _save_adapter(model: Any, run_dir: Path, base: BaseModel, dtype_name: str) -> Path:
     """Save the LoRA weights into ``adapter/`` atomically (temp folder, then rename)."""
     target = run_dir / ADAPTER_DIR
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".adapter.tmp-"))
-    try:
+    with atomic_dir(target) as tmp:
         # Embeddings are not trained (LoRA on the projections only), so never save them.
         model.save_pretrained(str(tmp), save_embedding_layers=False)
         _cast_safetensors(tmp / "adapter_model.safetensors", dtype_name)
@@ -196,12 +193,6 @@ def _save_adapter(model: Any, run_dir: Path, base: BaseModel, dtype_name: str) -
         adapter_config = json.loads(config_path.read_text())
         adapter_config["base_model_name_or_path"] = base.identity
         config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
