@@ -88,6 +88,20 @@ def _wait_points(page, more_than: int, timeout_s: float = 90) -> int:
     raise AssertionError(f"the loss chart did not get more than {more_than} points in {timeout_s} s")
 
 
+def _points_settle_at(page, expected: int, timeout_s: float = 30) -> int:
+    """The training-loss marker count once it equals ``expected`` (or the last count after ``timeout_s``).
+
+    When a run stops or completes, the live view's fragment reruns the whole page and the chart is drawn
+    anew: for a moment after the status line changes the chart can hold no markers yet.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        count = _loss_points(page, trace=0)
+        if count == expected or time.monotonic() > deadline:
+            return count
+        page.wait_for_timeout(250)
+
+
 def _click_enabled(page, name: str) -> None:
     """Click the one enabled button of that name (a rerun may briefly keep the previous, disabled copy)."""
     wait_for_app(page)
@@ -129,13 +143,13 @@ def test_admin_trains_stops_resumes_and_serves_the_new_adapter(tmp_path: Path) -
             expect(_status(page, "stopped")).to_be_visible(timeout=90_000)
             stopped_step = json.loads((work / "runs" / name / "status.json").read_text())["step"]
             assert first <= stopped_step < STEPS
-            at_stop = _loss_points(page, trace=0)
+            at_stop = _points_settle_at(page, stopped_step)
             assert at_stop == stopped_step
             _click_enabled(page, "Resume")
             expect(page.get_by_text(f"Resumed run {name}")).to_be_visible()
             assert _wait_points(page, at_stop, timeout_s=150) > at_stop  # the chart gains points again
             expect(_status(page, "completed")).to_be_visible(timeout=150_000)
-            assert _loss_points(page, trace=0) == STEPS  # every step once, none twice after the resume
+            assert _points_settle_at(page, STEPS) == STEPS  # every step once, none twice after the resume
             page.screenshot(path=str(ARTIFACTS / "admin-completed.png"), full_page=True)
 
             page.get_by_role("tab", name="Adapters").click()
@@ -182,7 +196,7 @@ def test_kill_9_mid_run_shows_interrupted_and_resume_completes(tmp_path: Path) -
             _click_enabled(page, "Resume")
             expect(page.get_by_text(f"Resumed run {name}")).to_be_visible()
             expect(_status(page, "completed")).to_be_visible(timeout=150_000)
-            assert _loss_points(page, trace=0) == 40
+            assert _points_settle_at(page, 40) == 40
             page.screenshot(path=str(ARTIFACTS / "admin-kill-resumed.png"), full_page=True)
 
         _check(page, "admin-kill-failure.png", flow)
