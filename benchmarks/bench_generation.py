@@ -148,6 +148,7 @@ def _no_eos(model: Any) -> Any:
 def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     import torch
 
+    from benchmarks.archs import llama_1b_config
     from core import inference
     from core import model as model_lib
     from core.settings import load_settings
@@ -185,34 +186,6 @@ def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     return methods, subject
 
 
-def llama_1b_config() -> Any:
-    from transformers import LlamaConfig
-
-    # meta-llama/Llama-3.2-1B's config.json, written out (no hub access needed).
-    return LlamaConfig(
-        vocab_size=128256,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=64,
-        max_position_embeddings=131072,
-        rms_norm_eps=1e-5,
-        rope_parameters={
-            "rope_type": "llama3",
-            "rope_theta": 500000.0,
-            "factor": 32.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192,
-        },
-        tie_word_embeddings=True,
-        bos_token_id=128000,
-        eos_token_id=128001,
-    )
-
-
 def cuda_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     import torch
     from transformers import LlamaForCausalLM
@@ -237,10 +210,15 @@ def cuda_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
             mdl = LlamaForCausalLM(llama_1b_config()).to(torch.bfloat16).eval()
         inference.prepare_for_serving(_no_eos(mdl), plan)
         t0 = time.perf_counter()
-        inference.warm_up(mdl, tok, new_tokens=8)
-        measure(Method(name, mdl, tok), args.new_tokens)  # second warm-up at the timed shapes
+        try:
+            inference.warm_up(mdl, tok, new_tokens=8)
+            measure(Method(name, mdl, tok), args.new_tokens)  # second warm-up at the timed shapes
+        except Exception as exc:  # report the other methods rather than nothing
+            print(f"# {name}: FAILED in warm-up: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            del mdl
+            continue
         torch.cuda.synchronize()
-        print(f"# {name}: warm-up (compilation included) {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        print(f"# {name}: warm-up (compilation included) {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         methods.append(Method(name, mdl, tok))
     return methods, "Llama-3.2-1B architecture, random weights, batch 1"
 
@@ -295,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         for method in methods:
             samples[method.name].append(measure(method, args.new_tokens, cpu_time=args.device == "cpu"))
             s = samples[method.name][-1]
-            print(f"# run {run + 1}: {method.name}: ttft {s.ttft_s:.3f} s, {s.tokens_per_s:.1f} tok/s", file=sys.stderr)
+            print(f"# run {run + 1}: {method.name}: ttft {s.ttft_s:.3f} s, {s.tokens_per_s:.1f} tok/s", file=sys.stderr, flush=True)
 
     print("\n".join(info))
     if hasattr(os, "getloadavg"):

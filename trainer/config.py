@@ -78,6 +78,8 @@ class TrainConfig:
     eval_file: str = _f("", "Validation records; empty: <work_dir>/data/validation.jsonl; 'none': no evaluation.")
     max_seq_len: int = _f(1024, "Longest tokenised example (prompt + completion); longer examples are left out "
                           "(and counted), never cut, so every target keeps its final answer.")
+    group_by_length: str = _f(AUTO, "Batch examples of similar token length together (less padding; batches stay "
+                              "shuffled in groups): auto (on with CUDA), true, false.", choices=(AUTO, "true", "false"))
     packing: bool = _f(False, "Padding-free best-fit packing of examples (needs attn_implementation "
                        "flash_attention_2, which keeps packed examples from attending to each other).")
     # -- optimisation --------------------------------------------------------------------------
@@ -91,8 +93,9 @@ class TrainConfig:
     warmup_ratio: float = _f(0.03, "Fraction of the steps spent warming up the learning rate.")
     weight_decay: float = _f(0.0, "AdamW weight decay on the LoRA weights.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables clipping).")
-    optim: str = _f(AUTO, "Optimiser: auto (paged 8-bit AdamW with NF4 on CUDA, fused AdamW otherwise on CUDA, "
-                    "AdamW on CPU), paged_adamw_8bit, adamw_torch_fused, adamw_torch.",
+    optim: str = _f(AUTO, "Optimiser: auto (fused AdamW on CUDA -- the LoRA weights are small, so the seed's paged "
+                    "8-bit AdamW saves no memory worth its time --, AdamW on CPU), paged_adamw_8bit, "
+                    "adamw_torch_fused, adamw_torch.",
                     choices=(AUTO, "paged_adamw_8bit", "adamw_torch_fused", "adamw_torch"))
     gradient_checkpointing: str = _f(AUTO, "Recompute activations in the backward pass: auto (on with NF4, as "
                                      "in the seed's recipe; off otherwise), true, false.",
@@ -152,7 +155,7 @@ REPORT_TARGETS = {"wandb": "wandb", "tensorboard": "tensorboard"}
 
 # Fields that change what is being trained: a resume must not change them.
 MODEL_SHAPING = ("model_name", "quantization", "base_dtype", "lora_r", "lora_alpha", "lora_dropout",
-                 "lora_target_modules", "train_file", "max_seq_len", "packing", "batch_size",
+                 "lora_target_modules", "train_file", "max_seq_len", "packing", "group_by_length", "batch_size",
                  "gradient_accumulation_steps", "seed")
 
 

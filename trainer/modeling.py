@@ -2,7 +2,9 @@
 
 The seed's method: LoRA r=16, alpha 32, dropout 0.05 on the seven projections
 (q/k/v/o/gate/up/down). On CUDA by default: NF4 4-bit weights with double quantisation, bf16
-compute (fp16 on GPUs without bf16), gradient checkpointing and paged 8-bit AdamW. On CPU by
+compute (fp16 on GPUs without bf16), gradient checkpointing, fused AdamW (the seed used paged
+8-bit AdamW; it saves nothing worth its time on LoRA's few weights), Liger kernels when installed
+and length-grouped batches. On CPU by
 default: LoRA on the fp32 base with bf16 autocast. Issue 8's "fast" mode is ``quantization: none``
 on CUDA: bf16 base weights, fused AdamW, no checkpointing (see configs/smollm2_medcot_fast.yaml).
 
@@ -59,6 +61,8 @@ class Runtime:
     gradient_checkpointing: bool
     liger: bool
     attn_implementation: str
+    group_by_length: bool = False
+    """Length-grouped batches (less padding)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,7 +126,7 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         base_dtype = cfg.base_dtype
 
     if cfg.optim == AUTO:
-        optim = ("paged_adamw_8bit" if quantization == "nf4" else "adamw_torch_fused") if device == "cuda" else "adamw_torch"
+        optim = "adamw_torch_fused" if device == "cuda" else "adamw_torch"
     else:
         optim = cfg.optim
     if optim == "paged_adamw_8bit" and device != "cuda":
@@ -140,6 +144,8 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         if liger and device != "cuda":
             problems.append("liger: Liger kernels need CUDA (Triton); use off or auto on CPU")
 
+    group_by_length = cuda if cfg.group_by_length == AUTO else cfg.group_by_length == "true"
+
     attn = "sdpa" if cfg.attn_implementation == AUTO else cfg.attn_implementation
     if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         problems.append("attn_implementation: flash_attention_2 needs the flash-attn package")
@@ -147,7 +153,7 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     if problems:
         raise ConfigError(problems)
     name = torch.cuda.get_device_name(0) if cuda else cpu_name()
-    return Runtime(device, name, quantization, precision, base_dtype, optim, gc, liger, attn)
+    return Runtime(device, name, quantization, precision, base_dtype, optim, gc, liger, attn, group_by_length)
 
 
 def cpu_name() -> str:

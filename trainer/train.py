@@ -155,6 +155,7 @@ def _sft_config(cfg: TrainConfig, rt: Any, run_dir: Path, *, has_eval: bool) -> 
         greater_is_better=False if cfg.early_stopping_patience > 0 else None,
         seed=cfg.seed,
         data_seed=cfg.seed,
+        train_sampling_strategy="group_by_length" if rt.group_by_length else "random",
         report_to=targets or "none",
         max_length=cfg.max_seq_len,
         packing=cfg.packing,
