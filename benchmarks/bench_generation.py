@@ -122,6 +122,7 @@ def top1_agreement(model: Any, reference: Any, tokenizer: Any, texts: list[str])
     """
     import torch
 
+    from benchmarks.archs import llama_1b_config
     from core import inference
 
     same = total = 0
@@ -148,6 +149,7 @@ def _no_eos(model: Any) -> Any:
 def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     import torch
 
+    from benchmarks.archs import llama_1b_config
     from benchmarks.archs import llama_1b_config
     from core import inference
     from core import model as model_lib
@@ -190,6 +192,7 @@ def cuda_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     import torch
     from transformers import LlamaForCausalLM
 
+    from benchmarks.archs import llama_1b_config
     from core import inference
     from core import model as model_lib
     from core.settings import load_settings
