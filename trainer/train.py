@@ -303,6 +303,9 @@ def _train(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    upcast = fp32_trainable_for_fp16(trainer.model, rt.precision)
+    if upcast:
+        log(f"fp16 mixed precision: {upcast} trainable tensors kept in fp32 (the loss scaler unscales fp32 gradients only)")
     common = {"time": time.time(), "trainable_params": trainable, "total_params": total,
               "trainable_percent": round(pct, 4), "runtime": rt.to_dict(),
               "peak_mem_kind": "cuda_allocated" if rt.device == "cuda" else "cpu_peak_rss"}
@@ -361,6 +364,27 @@ def _train(
                  adapter_dir=str(adapter_dir))
     log(f"{final_state} at step {state.global_step}/{state.max_steps}; adapter saved to {adapter_dir}")
     return TrainResult(run_dir, adapter_dir, final_state, state.global_step, state.max_steps, trainable, total, card)
+
+
+def fp32_trainable_for_fp16(model: Any, precision: str) -> int:
+    """With fp16 mixed precision, make every trainable tensor fp32 again; returns how many changed.
+
+    TRL's SFTTrainer casts the LoRA weights of a quantised model to bf16. bf16 autocast is fine
+    with that, but fp16 mixed precision (the seed's recipe, and ``auto`` on GPUs without bf16 such
+    as a T4) keeps fp32 master weights: its loss scaler cannot unscale bf16 gradients and the first
+    optimiser step fails ("_amp_foreach_non_finite_check_and_unscale_cuda" not implemented for
+    'BFloat16'). Call after the trainer is built and before it trains (the optimiser is created then).
+    """
+    if precision != "fp16":
+        return 0
+    import torch
+
+    changed = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            changed += 1
+    return changed
 
 
 def _quiet_progress_bars() -> None:

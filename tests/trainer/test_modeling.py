@@ -111,7 +111,7 @@ def test_embedded_smollm2_trainable_parameters():
 @pytest.mark.gpu
 @cuda
 def test_nf4_qlora_on_cuda_trains_lora_only(tiny_model_dir, data_dir, tmp_path):
-    """The seed's CUDA recipe: NF4 + double quant, bf16/fp16 compute, paged 8-bit AdamW, checkpointing."""
+    """CUDA defaults: NF4 + double quant, bf16/fp16 compute, fused AdamW, checkpointing, length-grouped batches."""
     import bitsandbytes as bnb
 
     from core.metrics import read_metrics
@@ -124,14 +124,15 @@ def test_nf4_qlora_on_cuda_trains_lora_only(tiny_model_dir, data_dir, tmp_path):
     values = tiny_overrides(tiny_model_dir, data_dir, tmp_path / "run", device="cuda")
     cfg = load_config(None, values)
     rt = resolve_runtime(cfg)
-    assert (rt.quantization, rt.optim, rt.gradient_checkpointing) == ("nf4", "paged_adamw_8bit", True)
+    assert (rt.quantization, rt.optim, rt.gradient_checkpointing, rt.group_by_length) == (
+        "nf4", "adamw_torch_fused", True, True)
     model, _ = load_training_model(_base(tiny_model_dir), cfg, rt)
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(layers) == 14 and layers[0].weight.quant_state.nested  # double quantisation
     del model
     result = train(cfg, extra_callbacks=[snap])
     assert result.state == "completed" and result.card["runtime"]["quantization"] == "nf4"
-    assert result.card["runtime"]["optim"] == "paged_adamw_8bit"
+    assert result.card["runtime"]["optim"] == "adamw_torch_fused"
     losses = [r["loss"] for r in read_metrics(result.run_dir / "metrics.jsonl") if r["event"] == "train"]
     assert len(losses) == 4 and all(loss > 0 for loss in losses)
     lora = [n for n in snap.begin if "lora_B" in n]
@@ -173,3 +174,40 @@ def test_embedded_gguf_file_resolves_like_embedded():
     by_file = resolve_base_model(str(find_embedded_gguf()))
     assert by_file == resolve_base(load_settings())
     assert by_file.identity == EMBEDDED_BASE_ID
+
+
+@pytest.mark.gpu
+@cuda
+def test_seed_recipe_fp16_nf4_paged_adamw_trains_on_cuda(tiny_model_dir, data_dir, tmp_path):
+    """The seed's exact recipe (fp16 compute, paged 8-bit AdamW) runs: TRL's bf16 LoRA cast is undone for fp16."""
+    from core.metrics import read_metrics
+    from trainer.config import load_config
+    from trainer.train import train
+
+    from .conftest import tiny_overrides
+
+    values = tiny_overrides(tiny_model_dir, data_dir, tmp_path / "run", device="cuda", quantization="nf4",
+                            precision="fp16", optim="paged_adamw_8bit", gradient_checkpointing="true", liger="off")
+    result = train(load_config(None, values))
+    assert result.state == "completed" and result.card["runtime"]["precision"] == "fp16"
+    losses = [r["loss"] for r in read_metrics(result.run_dir / "metrics.jsonl") if r["event"] == "train"]
+    assert len(losses) == 4 and all(loss > 0 for loss in losses)
+
+
+def test_fp16_keeps_trainable_weights_in_fp32_and_leaves_the_frozen_base(tiny_model_dir):
+    """TRL casts LoRA weights of quantised models to bf16; fp16 mixed precision needs them fp32 again."""
+    from trainer.train import fp32_trainable_for_fp16
+
+    cfg = TrainConfig(device="cpu", base_dtype="bfloat16")
+    model, _ = load_training_model(_base(tiny_model_dir), cfg, resolve_runtime(cfg))
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.to(torch.bfloat16)  # what SFTTrainer does for a quantised model
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert fp32_trainable_for_fp16(model, "bf16") == 0  # bf16 autocast: left alone
+    assert all(p.dtype == torch.bfloat16 for n, p in model.named_parameters() if n in trainable)
+    assert fp32_trainable_for_fp16(model, "fp16") == len(trainable) > 0
+    dtypes = {n: p.dtype for n, p in model.named_parameters()}
+    assert all(dtypes[n] == torch.float32 for n in trainable)
+    assert all(dtypes[n] == torch.bfloat16 for n in dtypes if n not in trainable)  # the frozen base untouched
+    assert fp32_trainable_for_fp16(model, "fp16") == 0  # idempotent

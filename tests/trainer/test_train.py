@@ -181,3 +181,33 @@ def test_sft_config_mapping_for_cpu_and_early_stopping(tmp_path, data_dir):
     plain = load_config(None, {"work_dir": str(data_dir.parent), "device": "cpu", "eval_file": "none"})
     no_eval = _sft_config(plain, resolve_runtime(plain), tmp_path, has_eval=False)
     assert no_eval.eval_strategy == "no" and not no_eval.load_best_model_at_end and no_eval.bf16
+
+
+def test_group_by_length_batches_similar_lengths_and_is_recorded(tiny_model_dir, data_dir, tmp_path):
+    """group_by_length: the trainer's sampler groups examples of similar token length (less padding)."""
+    from transformers import TrainerCallback
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from trainer.train import train
+
+    seen: dict = {}
+
+    class Probe(TrainerCallback):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+            seen["sampler"] = train_dataloader.batch_sampler.sampler  # accelerate wraps the loader
+            dataset = train_dataloader.dataset
+            seen["lengths"] = [len(ids) for ids in dataset["input_ids"]]
+            seen["order"] = list(iter(seen["sampler"]))
+
+    values = tiny_overrides(tiny_model_dir, data_dir, tmp_path / "run", group_by_length="true", max_steps=2,
+                            batch_size=2, eval_steps=0, save_steps=10)
+    result = train(load_config(None, values), extra_callbacks=[Probe()])
+    assert result.state == "completed" and result.card["runtime"]["group_by_length"] is True
+    assert isinstance(seen["sampler"], LengthGroupedSampler)
+    lengths, order = seen["lengths"], seen["order"]
+    assert sorted(order) == list(range(len(lengths)))  # every example once per epoch
+    assert lengths[order[0]] == max(lengths)  # the longest batch first: out of memory shows at once, not hours in
+    plain = load_config(None, tiny_overrides(tiny_model_dir, data_dir, tmp_path / "plain"))
+    from trainer.modeling import resolve_runtime
+
+    assert resolve_runtime(plain).group_by_length is False  # auto: off on CPU
