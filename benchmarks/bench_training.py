@@ -173,6 +173,7 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
         "lr_scheduler_type": "constant",
         **overrides,
     }
+    shutil.rmtree(values["output_dir"], ignore_errors=True)  # a rerun in the same scratch folder starts afresh
     gc.collect()
     if args.device == "cuda":
         torch.cuda.empty_cache()
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--archs", default="llama-1b,smollm2-135m", help="comma-separated: llama-1b, smollm2-135m, tiny")
     parser.add_argument("--recipes", default=DEFAULT_RECIPES, help=f"comma-separated, run in this order: {', '.join(RECIPES)}")
-    parser.add_argument("--steps", type=int, default=8, help="optimiser steps of 16 examples per recipe (default 8)")
+    parser.add_argument("--steps", type=int, default=16,
+                        help="optimiser steps of 16 examples per recipe (default 16; 6 proved too few for a steady state)")
     parser.add_argument("--max-seq-len", type=int, default=1024)
     parser.add_argument("--data-dir", default=".work/data", help="prepared splits (train.jsonl, validation.jsonl)")
     parser.add_argument("--validation-examples", type=int, default=32)

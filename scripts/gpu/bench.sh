@@ -21,8 +21,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 cat "$OUT/gpu-$what.txt"
 case "$what" in
   training)
-    timeout "${TRAIN_S:-110}" python3 -m benchmarks.bench_training --tokenizer "$B/tok" --scratch /tmp/bench \
-      --steps "${STEPS:-6}" --budget-s "${TRAIN_BUDGET_S:-90}" --out "$OUT/training" \
+    timeout "${TRAIN_S:-420}" python3 -m benchmarks.bench_training --tokenizer "$B/tok" --scratch /tmp/bench \
+      --steps "${STEPS:-16}" --budget-s "${TRAIN_BUDGET_S:-360}" --out "$OUT/training" \
       ${RECIPES:+--recipes "$RECIPES"} ${ARCHS:+--archs "$ARCHS"} > "$OUT/training.out" 2> "$OUT/training.err"
     echo "bench_training exit $?"
     grep '^# ' "$OUT/training.err" | tail -20
