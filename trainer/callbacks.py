@@ -25,6 +25,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from core.metrics import MetricsWriter
+from trainer.distributed import any_process
 from trainer.status import RUNNING, STOPPING, stop_requested, write_status
 
 TRAIN_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "entropy")
@@ -44,8 +45,10 @@ def peak_memory_gb(device: str) -> float:
 class StopController:
     """Remembers a stop request from a signal or the ``STOP`` file."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, *, writes: bool = True):
         self.run_dir = Path(run_dir)
+        self.writes = writes
+        """Rank 0 of a multi-process run (or the only process): reads the STOP file and writes the status."""
         self.reason = ""
         self._previous: dict[int, Any] = {}
 
@@ -67,13 +70,14 @@ class StopController:
             raise KeyboardInterrupt  # second Ctrl-C: stop now, without saving
         if not self.reason:
             self.reason = f"{name} received"
-            print(f"\n[trainer] {name}: finishing the current step, then saving and stopping "
-                  "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
-            write_status(self.run_dir, STOPPING, reason=self.reason)
+            if self.writes:
+                print(f"\n[trainer] {name}: finishing the current step, then saving and stopping "
+                      "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+                write_status(self.run_dir, STOPPING, reason=self.reason)
 
     @property
     def requested(self) -> bool:
-        if not self.reason and stop_requested(self.run_dir):
+        if not self.reason and self.writes and stop_requested(self.run_dir):
             self.reason = "stop file found"
             write_status(self.run_dir, STOPPING, reason=self.reason)
         return bool(self.reason)
@@ -87,7 +91,11 @@ class StopCallback(TrainerCallback):
         self.stopped_at: int | None = None
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.controller.requested and state.global_step < state.max_steps:
+        # With several processes, every one must stop after the same step (see trainer.distributed).
+        requested = any_process(self.controller.requested)
+        if requested and not self.controller.reason:
+            self.controller.reason = "stop requested by another training process"
+        if requested and state.global_step < state.max_steps:
             control.should_training_stop = True
             control.should_save = True
             control.should_log = True

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from core.atomic import atomic_dir
 from core.metrics import RESUME_EVENT, MetricsWriter, read_metrics
 from core.model import BaseModel, ModelError
+from trainer import distributed
 from trainer.checkpoint import checkpoints, is_complete, last_complete_checkpoint
 from trainer.config import (
     AUTO,
@@ -65,7 +66,19 @@ class TrainResult:
 
 
 def log(message: str) -> None:
-    print(f"[trainer] {message}", flush=True)
+    """A progress line on stdout (from rank 0 only when several processes train)."""
+    if distributed.is_main():
+        print(f"[trainer] {message}", flush=True)
+
+
+class _NoMetrics:
+    """The metrics writer of ranks other than 0: they train, rank 0 writes."""
+
+    def write(self, record: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def finalize_config(cfg: TrainConfig) -> TrainConfig:
@@ -165,6 +178,7 @@ def _sft_config(cfg: TrainConfig, rt: Any, run_dir: Path, *, has_eval: bool) -> 
         dataloader_num_workers=0,
         disable_tqdm=not sys.stderr.isatty(),
         use_liger_kernel=rt.liger,
+        ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient: skip DDP's extra graph walk
     )
     if rt.liger:
         # Only the layer kernels: TRL's fused LM head already avoids materialising the logits.
@@ -220,26 +234,29 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> TrainResu
     started = time.monotonic()
     cfg = finalize_config(cfg)
     run_dir = Path(cfg.output_dir)
+    main = distributed.is_main()  # several processes (DDP): only rank 0 writes the run directory
     resume_ckpt = _resume_checkpoint(cfg, run_dir)
-    _check_run_dir(cfg, run_dir, resuming=bool(cfg.resume))
-    save_config(cfg, run_dir)  # creates the run directory
-    if clear_stop(run_dir):
-        log("removed a stale STOP file from an earlier request")
-    write_status(run_dir, RUNNING, reason="starting", step=0, total_steps=None, started_at=now_iso(),
-                 adapter_dir=None)
+    if main:
+        _check_run_dir(cfg, run_dir, resuming=bool(cfg.resume))
+        save_config(cfg, run_dir)  # creates the run directory
+        if clear_stop(run_dir):
+            log("removed a stale STOP file from an earlier request")
+        write_status(run_dir, RUNNING, reason="starting", step=0, total_steps=None, started_at=now_iso(),
+                     adapter_dir=None)
     _quiet_progress_bars()
 
     from trainer.callbacks import StopController
 
-    controller = StopController(run_dir)
+    controller = StopController(run_dir, writes=main)
     controller.install()
-    writer = MetricsWriter(run_dir / METRICS_FILE)
+    writer: Any = MetricsWriter(run_dir / METRICS_FILE) if main else _NoMetrics()
     try:
         return _train(cfg, run_dir, resume_ckpt, controller, writer, started, extra_callbacks)
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}".strip()
         writer.write({"event": "failed", "reason": reason[:2000], "time": time.time()})
-        write_status(run_dir, FAILED, reason=reason[:2000])
+        if main:
+            write_status(run_dir, FAILED, reason=reason[:2000])
         raise
     finally:
         writer.close()
@@ -287,9 +304,10 @@ def _train(
     # Read before training: checkpoint rotation may delete the resumed checkpoint later.
     resumed_step = _ckpt_step(resume_ckpt)
     spent_before = _elapsed_before(run_dir / METRICS_FILE, resumed_step)
+    main = distributed.is_main()
     callbacks = [
-        MetricsCallback(writer, device=rt.device, elapsed_offset_s=spent_before),
-        StatusCallback(run_dir, controller),
+        *([MetricsCallback(writer, device=rt.device, elapsed_offset_s=spent_before),
+           StatusCallback(run_dir, controller)] if main else []),
         StopCallback(controller),
         *extra_callbacks,
     ]
@@ -326,6 +344,10 @@ def _train(
         if not evaluated:
             trainer.evaluate()  # the final point of the validation curve
 
+    if not main:  # rank 0 saves the adapter and writes the card and the final status
+        distributed.wait_for_everyone()
+        return TrainResult(run_dir, run_dir / ADAPTER_DIR, STOPPED if stopped else COMPLETED, state.global_step,
+                           state.max_steps, trainable, total, {})
     adapter_dir = _save_adapter(trainer.model, run_dir, base, cfg.adapter_dtype)
     mhash, mpath = manifest_hash(Path(cfg.train_file))
     wall = time.monotonic() - started
@@ -363,6 +385,7 @@ def _train(
     write_status(run_dir, final_state, reason=reason, step=state.global_step, total_steps=state.max_steps,
                  adapter_dir=str(adapter_dir))
     log(f"{final_state} at step {state.global_step}/{state.max_steps}; adapter saved to {adapter_dir}")
+    distributed.wait_for_everyone()
     return TrainResult(run_dir, adapter_dir, final_state, state.global_step, state.max_steps, trainable, total, card)
 
 
