@@ -155,7 +155,8 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
     overrides = dict(RECIPES[recipe][1])
     if args.device == "cpu":
         overrides = cpu_variant(overrides)
-    steps_batch = overrides["batch_size"] * overrides["gradient_accumulation_steps"]
+    processes = max(args.processes, 1)
+    steps_batch = overrides["batch_size"] * overrides["gradient_accumulation_steps"] * processes
     values = {
         "model_name": str(model_dir),
         "work_dir": str(data_dir.parent),
@@ -179,6 +180,8 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
+    if args.processes:
+        return _run_in_processes(arch, recipe, values, args.processes, t0)
     try:
         result = train(load_config(None, values))
     except Exception as exc:  # one failing recipe must not cost the others their numbers
@@ -190,6 +193,27 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
     del result
     gc.collect()
     return Result(arch, recipe, ok=True, wall_s=wall, runtime=runtime, **measured)
+
+
+def _run_in_processes(arch: str, recipe: str, values: dict[str, Any], processes: int, t0: float) -> Result:
+    """``python -m trainer`` (1) or ``torchrun --nproc_per_node N -m trainer`` as child processes (DDP scaling)."""
+    import subprocess
+
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+                if processes > 1 else [sys.executable])
+    argv = [*launcher, "-m", "trainer"]
+    for key, value in values.items():
+        argv += [f"--{key}", ",".join(value) if isinstance(value, list) else str(value)]
+    run_dir = Path(values["output_dir"])
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = run_dir.parent / f"{run_dir.name}.log"
+    with log.open("w") as fh:
+        rc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+    if rc != 0:
+        return Result(arch, recipe, ok=False, error=f"exit {rc}: " + log.read_text()[-300:].replace("\n", " "))
+    card = json.loads((run_dir / "adapter" / "adapter_card.json").read_text())
+    return Result(arch, f"{recipe} ×{processes} proc", ok=True, wall_s=time.perf_counter() - t0,
+                  runtime=card.get("runtime", {}), **read_run(run_dir))
 
 
 def machine_info(device: str) -> list[str]:
@@ -219,7 +243,7 @@ def table(results: list[Result], *, seed_job: tuple[int, int, int] = SEED_JOB) -
     rows = ["| architecture | recipe | runtime | non-padding tokens/s | vs seed | peak GiB | first-step loss | "
             "validation loss after | seed-size job, projected |",
             "|" + " --- |" * 9]
-    baseline = {r.arch: r.tokens_per_s for r in results if r.recipe == "seed" and r.ok and r.tokens_per_s}
+    baseline = {r.arch: r.tokens_per_s for r in results if r.recipe.split(" ")[0] == "seed" and r.ok and r.tokens_per_s}
     job_tokens = seed_job[0] * seed_job[1] * seed_job[2]
     for r in results:
         if not r.ok:
@@ -252,8 +276,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scratch", default="", help="where the random-weight models go (default: /dev/shm or a temp dir)")
     parser.add_argument("--budget-s", type=float, default=0, help="start no new recipe after this many seconds (0: no limit)")
     parser.add_argument("--out", default="", help="also write the tables and each run's metrics here")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="run each recipe as child processes: 1 (python -m trainer) or N (torchrun, DDP over N "
+                             "GPUs; batch_size is per process). 0 (default): in this process")
     args = parser.parse_args(argv)
-    args.examples = args.steps * 16
+    args.examples = args.steps * 16 * max(args.processes, 1)
     started = time.monotonic()
 
     import torch
