@@ -162,3 +162,46 @@ def test_history_delete_on_a_read_only_database_keeps_the_entry(engine, monkeypa
     with Session(engine) as session:
         assert [r.case_text for r in session.exec(select(CaseRun)).all()] == ["kept case"]
     read_only.dispose()
+
+
+def test_curation_add_items_on_a_read_only_database_keeps_the_typed_ids(engine, monkeypatch):
+    from tests.pages.test_curation_page import create_set, set_items
+
+    teacher = add_user(engine, "teach", "instructor")
+    at = app_as(teacher, "pages/curation.py").run()
+    set_id = create_set(at, "Read-only week")
+    typed = "medqa:q1\nmedqa:q2"
+    at.text_area(key="cur_add_ids").input(typed)
+    read_only = read_only_engine(engine)
+    app_engine = resources.get_engine
+    monkeypatch.setattr(resources, "get_engine", lambda: read_only)
+    at.run()  # the page (and its callbacks) now use the read-only database
+    at.button(key="cur_add_ids_button").click().run()
+    assert not at.exception
+    assert "Could not save the change: the working folder is read-only. Nothing was changed." in errors(at)
+    assert at.text_area(key="cur_add_ids").value == typed  # still in the form
+    assert set_items(engine, set_id) == []
+
+    monkeypatch.setattr(resources, "get_engine", app_engine)
+    at.run()
+    at.button(key="cur_add_ids_button").click().run()
+    assert set_items(engine, set_id) == ["medqa:q1", "medqa:q2"]
+    read_only.dispose()
+
+
+def test_app_start_while_another_writer_holds_the_lock_says_busy_then_recovers(engine):
+    from tests.pages.auth_harness import MAIN
+
+    student = add_user(engine, "stu")
+    holder = sqlite3.connect(sqlite_path(engine), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        at = app_as(student, MAIN).run()
+        assert not at.exception
+        assert "The app could not use its database: the database is busy" in errors(at)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    at.run()
+    assert not at.exception and not at.error
+    assert any("Signed in as `stu`" in c.value for c in at.sidebar.caption)
