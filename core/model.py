@@ -174,6 +174,8 @@ def read_adapter_card(adapter_dir: Path) -> dict[str, Any]:
         card = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{card_path} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise ModelError(f"{card_path} cannot be read: {exc}") from exc
     if not isinstance(card, dict):
         raise ModelError(f"{card_path} is not a JSON object")
     return card
@@ -186,6 +188,8 @@ def _check_adapter_config(adapter_dir: Path) -> None:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AdapterLoadError(f"{path.name} of adapter {adapter_dir.name} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise AdapterLoadError(f"{path.name} of adapter {adapter_dir.name} cannot be read: {exc}") from exc
     if not isinstance(config, dict) or not config.get("peft_type"):
         raise AdapterLoadError(f"{path.name} of adapter {adapter_dir.name} is not a PEFT adapter configuration")
 
@@ -237,7 +241,8 @@ def load_model(
 
     With ``merge`` the LoRA weights are folded into a full-precision copy of the base, so serving
     costs the same as the bare model. Raises :class:`AdapterMismatchError` before touching weights
-    when the adapter belongs to another base.
+    when the adapter belongs to another base, :class:`AdapterLoadError` when its config or weights
+    cannot be read, and :class:`BaseModelLoadError` when the base model itself cannot be loaded.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -250,7 +255,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(base.location, dtype=dtype or torch.float32)
     except (OSError, ValueError, RuntimeError) as exc:
         raise BaseModelLoadError(f"The base model {base.identity!r} could not be loaded from {base.location}: "
-                         f"{type(exc).__name__}: {exc}") from exc
+                                 f"{type(exc).__name__}: {exc}") from exc
     if adapter_dir is not None:
         from peft import PeftModel
 
