@@ -15,6 +15,7 @@ import streamlit as st
 from app import auth, resources
 from core.settings import SettingsError
 from storage.engine import MigrationError
+from storage.errors import StorageError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +43,9 @@ def main() -> None:
     except MigrationError as exc:
         st.error(f"The app cannot open its database.\n\n```\n{exc}\n```")
         st.stop()
+    except StorageError as exc:  # e.g. another program holds the write lock past the busy timeout
+        st.error(exc.page_message(), icon=":material/sd_card_alert:")
+        st.stop()
 
     if user is None:
         page = st.navigation([_st_page(auth.LOGIN_PAGE)], position="hidden")
@@ -56,7 +60,10 @@ def main() -> None:
             st.button("Sign out", key="sign_out", on_click=auth.sign_out, icon=":material/logout:")
         st.caption(DISCLAIMER)
         st.caption(f"Base model: `{settings.base_model}` · adapter: `{Path(resources.active_adapter_path()).name}`")
-    page.run()
+    try:
+        page.run()
+    except StorageError as exc:  # a read or write the page did not handle itself; widgets keep their values
+        st.error(exc.page_message(), icon=":material/sd_card_alert:")
 
 
 main()

@@ -80,6 +80,10 @@ class ServedModel:
     device: str
     plan: inference.ServingPlan | None = None
     """How the weights are served (int8/bf16, static cache); None for a model served as loaded."""
+    adapter_problem: str | None = None
+    """Why the requested adapter was left out (the base model is served alone); None when it was not."""
+    requested_adapter: str | None = None
+    """Folder name of the adapter that was asked for (also when it was left out)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held by ``core.inference.stream_case`` for the whole of one generation."""
 
@@ -101,6 +105,8 @@ def get_served_model(
 ) -> ServedModel:
     """The model the app serves, keyed by (base, adapter, device): adapter merged, then made fast.
 
+    An adapter that cannot be used (unreadable files, missing or invalid card, another base model
+    or prompt format) is left out: the base model is served alone and ``adapter_problem`` says why.
     The adapter is merged into fp32 weights (exact), then :func:`core.inference.prepare_for_serving`
     applies the device's measured serving plan (int8 weight-only linears on CPU; bf16 with a
     static KV cache and compiled decoding on CUDA) and a short warm-up generation runs, so the
@@ -109,13 +115,15 @@ def get_served_model(
     settings = replace(get_settings(), base_model=base_model, adapter=adapter, device=device)
     base = get_base_model(base_model, str(settings.model_cache_dir), _progress=_progress)
     adapter_dir = model_lib.resolve_adapter(settings)
-    card = model_lib.read_adapter_card(adapter_dir) if adapter_dir else None
     dev = model_lib.pick_device(device)
-    mdl, tok = model_lib.load_model(base, adapter_dir=adapter_dir, device=dev, merge=True)
+    mdl, tok, problem = model_lib.load_model_or_base(base, adapter_dir=adapter_dir, device=dev, merge=True)
+    served_dir = adapter_dir if problem is None else None
+    card = model_lib.read_adapter_card(served_dir) if served_dir else None
     plan = inference.serving_plan(dev)
     inference.prepare_for_serving(mdl, plan)
     inference.warm_up(mdl, tok)
-    return ServedModel(mdl, tok, base, adapter_dir, card, dev, plan)
+    return ServedModel(mdl, tok, base, served_dir, card, dev, plan, adapter_problem=problem,
+                       requested_adapter=adapter_dir.name if adapter_dir else None)
 
 
 def get_bank() -> Bank:

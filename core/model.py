@@ -8,7 +8,10 @@ cache is trusted only when its ``conversion.json`` (written last) names the same
 interrupted conversion is never used.
 
 Adapters describe themselves (``adapter_card.json``, see :func:`read_adapter_card`); loading one
-whose recorded base differs from the chosen base raises :class:`AdapterMismatchError`.
+whose recorded base differs from the chosen base raises :class:`AdapterMismatchError`, and one whose
+files cannot be read (truncated weights, broken config) raises :class:`AdapterLoadError`.
+:func:`load_model_or_base` is what the app serves with: an adapter that cannot be used is left
+out, the base model is loaded alone, and the reason is returned for the page to show.
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ class ModelError(RuntimeError):
 
 class AdapterMismatchError(ModelError):
     """The adapter was trained on a different base model or prompt format."""
+
+
+class AdapterLoadError(ModelError):
+    """The adapter's files are missing, truncated or invalid (the base model itself is fine)."""
+
+
+class BaseModelLoadError(ModelError):
+    """The base model itself cannot be loaded (nothing to fall back to)."""
 
 
 @dataclass(frozen=True)
@@ -160,9 +171,27 @@ def read_adapter_card(adapter_dir: Path) -> dict[str, Any]:
     if not card_path.is_file():
         raise ModelError(f"{adapter_dir} has no {CARD_FILE}; cannot check which base model it belongs to")
     try:
-        return json.loads(card_path.read_text())
-    except json.JSONDecodeError as exc:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{card_path} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise ModelError(f"{card_path} cannot be read: {exc}") from exc
+    if not isinstance(card, dict):
+        raise ModelError(f"{card_path} is not a JSON object")
+    return card
+
+
+def _check_adapter_config(adapter_dir: Path) -> None:
+    """Refuse an ``adapter_config.json`` that is not a JSON object naming a PEFT type."""
+    path = adapter_dir / "adapter_config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterLoadError(f"{path.name} of adapter {adapter_dir.name} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise AdapterLoadError(f"{path.name} of adapter {adapter_dir.name} cannot be read: {exc}") from exc
+    if not isinstance(config, dict) or not config.get("peft_type"):
+        raise AdapterLoadError(f"{path.name} of adapter {adapter_dir.name} is not a PEFT adapter configuration")
 
 
 def check_adapter(card: dict[str, Any], base: BaseModel, adapter_dir: Path) -> None:
@@ -212,23 +241,57 @@ def load_model(
 
     With ``merge`` the LoRA weights are folded into a full-precision copy of the base, so serving
     costs the same as the bare model. Raises :class:`AdapterMismatchError` before touching weights
-    when the adapter belongs to another base.
+    when the adapter belongs to another base, :class:`AdapterLoadError` when its config or weights
+    cannot be read, and :class:`BaseModelLoadError` when the base model itself cannot be loaded.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
-    card = None
     if adapter_dir is not None:
-        card = read_adapter_card(adapter_dir)
-        check_adapter(card, base, adapter_dir)
-    tokenizer = load_tokenizer(base)
-    model = AutoModelForCausalLM.from_pretrained(base.location, dtype=dtype or torch.float32)
+        check_adapter(read_adapter_card(adapter_dir), base, adapter_dir)
+        _check_adapter_config(adapter_dir)
+    try:
+        tokenizer = load_tokenizer(base)
+        model = AutoModelForCausalLM.from_pretrained(base.location, dtype=dtype or torch.float32)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise BaseModelLoadError(f"The base model {base.identity!r} could not be loaded from {base.location}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
     if adapter_dir is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter_dir))
+        except Exception as exc:  # whatever PEFT or safetensors raise for unreadable files, the adapter is unusable
+            raise AdapterLoadError(f"The weights of adapter {adapter_dir.name} could not be loaded: "
+                                   f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         if merge:
             model = model.merge_and_unload()
     model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def load_model_or_base(
+    base: BaseModel,
+    *,
+    adapter_dir: Path | None,
+    device: str = "cpu",
+    dtype: "torch.dtype | None" = None,
+    merge: bool = True,
+) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase", str | None]:
+    """:func:`load_model`, falling back to the base model alone when the adapter cannot be used.
+
+    Returns ``(model, tokenizer, adapter_problem)``: ``adapter_problem`` is None when the adapter
+    (or no adapter) was loaded as asked, else the reason it was left out. A base model that cannot
+    be loaded still raises :class:`ModelError`.
+    """
+    if adapter_dir is None:
+        return (*load_model(base, device=device, dtype=dtype), None)
+    try:
+        return (*load_model(base, adapter_dir=adapter_dir, device=device, dtype=dtype, merge=merge), None)
+    except BaseModelLoadError:
+        raise
+    except ModelError as exc:  # every other ModelError of load_model is about the adapter
+        problem = str(exc)
+    # Loaded afresh: a failed PEFT load may have left adapter layers in the first copy.
+    return (*load_model(base, device=device, dtype=dtype), problem)

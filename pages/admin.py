@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from app import auth, jobs, resources
+from app import auth, jobs, resources, saving
 from core import adapters as adapter_lib
 from core import charts
 from core import runs as runs_lib
@@ -380,7 +380,7 @@ def adapters_view() -> None:
                         base = resources.get_base_model(settings.base_model, str(settings.model_cache_dir))
                         out = jobs.export_merged(settings, record, base)
                     except (jobs.JobError, ModelError, OSError) as exc:
-                        st.error(f"Export failed: {exc}")
+                        st.error(saving.message_for(exc, "the merged model") or f"Export failed: {exc}")
                     else:
                         st.success(f"Merged model written to `{out}`.")
             metrics = card.get("metrics") or {}

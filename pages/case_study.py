@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 from sqlmodel import Session
 
-from app import auth, resources
+from app import auth, resources, saving
 from core import inference, metrics, safety
 from core.model import ModelError
 from core.records import Record
@@ -57,6 +57,7 @@ for key, value in {
     "cs_stop": None,  # threading.Event of the generation in progress
     "cs_partial": None,  # the stream's latest state while generating (recovered if the run is interrupted)
     "cs_result": None,  # the last finished CaseRun
+    "cs_save_error": None,  # why the last finished run could not be saved to the history
     "cs_show_reference": False,
     "cs_max_new_tokens": _defaults.max_new_tokens,
     "cs_temperature": _defaults.temperature,
@@ -73,9 +74,10 @@ def _digest(text: str) -> str:
 
 
 def _acknowledge() -> None:
-    with Session(resources.get_engine()) as session:
+    with saving.saving("your acknowledgement") as outcome, Session(resources.get_engine()) as session:
         accounts.acknowledge_disclaimer(session=session, user_id=user.id)
-    st.session_state.cs_ack = True
+    if outcome.ok:
+        st.session_state.cs_ack = True
 
 
 def _pick_example() -> None:
@@ -131,10 +133,16 @@ def _stats_line(stats: dict[str, Any]) -> str:
 
 
 def _save_run(run: inference.CaseRun) -> None:
-    """Save a finished or stopped run to the student's history (it also counts toward the hourly limit)."""
-    with Session(resources.get_engine()) as session:
+    """Save a finished or stopped run to the student's history (it also counts toward the hourly limit).
+
+    When the disk or the database refuses, the run stays on the page and the reason is shown with it.
+    """
+    st.session_state.cs_save_error = None
+    with saving.saving("this run to your history", show=False) as outcome, Session(resources.get_engine()) as session:
         saved = history.save_case_run(session=session, user_id=user.id, **run.history_fields())
-    st.session_state.cs_last_saved = saved.id
+        st.session_state.cs_last_saved = saved.id
+    if outcome.error is not None:
+        st.session_state.cs_save_error = outcome.error.user_message("this run to your history")
 
 
 def _finish(event: inference.StreamEvent, partial: dict[str, Any], *, stopped: bool | None = None) -> None:
@@ -207,6 +215,8 @@ def _generate(served: resources.ServedModel, text: str) -> None:
 
 
 def _show_result(run: inference.CaseRun) -> None:
+    if st.session_state.cs_save_error:
+        st.error(st.session_state.cs_save_error, icon=":material/sd_card_alert:")
     label = "Reasoning (stopped)" if run.stopped else "Reasoning"
     with st.status(label, state="complete", expanded=False):
         st.markdown(safety.markdown_text(run.reasoning) or "_(no reasoning text)_")
@@ -263,6 +273,19 @@ try:
 except ModelError as exc:
     st.error(f"The model could not be loaded.\n\n{exc}")
     st.stop()
+except OSError as exc:  # e.g. the first start's model cache conversion on a full or read-only disk
+    message = saving.message_for(exc, "the converted model cache")
+    if message is None:
+        raise
+    st.error(f"The model could not be loaded. {message}")
+    st.stop()
+if adapter_problem := getattr(served, "adapter_problem", None):  # test fakes may leave it out
+    st.warning(
+        f"**Adapter `{served.requested_adapter}` cannot be used, so the app is serving the base model without it.** "
+        f"{safety.markdown_text(adapter_problem)}\n\nAn administrator can activate another adapter on the "
+        "Admin page. Runs made now are saved with no adapter.",
+        icon=":material/warning:",
+    )
 plan = served.plan.describe() if served.plan else "as loaded"
 st.caption(f"Base model: `{served.base.identity}` · adapter: `{served.adapter_name}` · {served.device}, {plan}")
 

@@ -23,6 +23,7 @@ from core.quiz_bank import OCR_FILTERS, browse
 from core.quiz_import import parse_import
 from core.records import Record
 from storage import quiz_catalog, quiz_reports, quizzes
+from storage.errors import StorageError
 from storage.quiz_catalog import Catalog
 from storage.quizzes import QuizError
 
@@ -55,10 +56,16 @@ def flash(kind: str, message: str) -> None:
 
 
 def act(action: Callable[..., Any], success: str | Callable[[Any], str], **kwargs: Any) -> Any:
-    """Run one change in its own session; a refusal becomes a message."""
+    """Run one change in its own session; a refusal or a failed write (disk, lock) becomes a message.
+
+    Returns None when nothing was saved; the form keeps what was typed.
+    """
     try:
         with Session(engine) as session:
             out = action(session=session, **kwargs)
+    except StorageError as exc:
+        flash("error", exc.user_message("the change"))
+        return None
     except OverrideError as exc:
         flash("error", "Not saved: " + "; ".join(exc.problems) + ".")
         return None
@@ -127,7 +134,7 @@ def publish(quiz_set_id: int, published: bool) -> None:
     act(change, "Published: students can take it now." if published else "Unpublished: students no longer see it.")
 
 
-def add_items(quiz_set_id: int, item_ids: list[str]) -> None:
+def add_items(quiz_set_id: int, item_ids: list[str]) -> quiz_catalog.AddResult | None:
     def summary(result: quiz_catalog.AddResult) -> str:
         parts = [f"Added {len(result.added)} question{'s' if len(result.added) != 1 else ''}."]
         if result.already:
@@ -142,6 +149,7 @@ def add_items(quiz_set_id: int, item_ids: list[str]) -> None:
                  item_ids=item_ids)
     if result is not None and not result.added:
         flash("warning", summary(result))
+    return result
 
 
 def add_typed_ids(quiz_set_id: int) -> None:
@@ -150,8 +158,8 @@ def add_typed_ids(quiz_set_id: int) -> None:
     if not ids:
         flash("warning", "Type or paste item ids, one per line.")
         return
-    add_items(quiz_set_id, ids)
-    st.session_state["cur_add_ids"] = ""
+    if add_items(quiz_set_id, ids) is not None:
+        st.session_state["cur_add_ids"] = ""  # kept when nothing was saved
 
 
 def add_random(quiz_set_id: int, pool: list[str]) -> None:
@@ -436,7 +444,8 @@ def import_tab(catalog: Catalog, current_set: Any | None) -> None:
             add_items(current_set.id, [r.id for r in result.valid])
             kind, message = st.session_state["cur_flash"]
             flash(kind, f"Imported {count} items. {message}")
-        st.session_state["cur_import_nonce"] += 1
+        if count is not None:  # on a failed save the file stays in the uploader
+            st.session_state["cur_import_nonce"] += 1
         st.rerun()
 
 

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from app import auth, resources
 from storage import attempts, history
+from storage.errors import StorageError
 from storage.history import HistoryEntry, HistoryError
 
 user = auth.require_role("student", "instructor", "admin")
@@ -167,6 +168,10 @@ if history.can_delete(user, entry.user_id):
                 st.session_state["history_flash"] = (True, "Entry deleted.")
             except HistoryError as exc:
                 st.session_state["history_flash"] = (False, str(exc))
+            except StorageError as exc:  # the entry is still there and stays open
+                st.session_state["history_flash"] = (False, exc.user_message("the deletion"))
+                st.session_state["history_confirm_delete"] = None
+                st.rerun()
             st.session_state["history_confirm_delete"] = None
             del st.session_state["history_open"]
             st.rerun()

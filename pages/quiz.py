@@ -26,6 +26,7 @@ from core.quiz import NotEnoughItemsError, available_filters, remaining_s
 from core.records import Record
 from storage import attempts, quiz_catalog, quiz_reports, quiz_sitting, quizzes, rate_limit
 from storage.attempts import AttemptError
+from storage.errors import StorageError
 from storage.quiz_catalog import Catalog
 from storage.quiz_sitting import AdHocSpec, Sitting
 
@@ -56,12 +57,19 @@ def flash(kind: str, message: str) -> None:
     st.session_state["quiz_flash"] = (kind, message)
 
 
-def act(action: Callable[..., Any], **kwargs: Any) -> Any:
-    """Run one sitting action in its own session; a refusal becomes a message instead of an exception."""
+def act(action: Callable[..., Any], *, what: str = "your answer", **kwargs: Any) -> Any:
+    """Run one sitting action in its own session; a refusal or a failed write becomes a message.
+
+    On a storage failure (disk full, read-only, database busy) the widget keeps the student's
+    choice or text, so they can simply try again.
+    """
     try:
         with Session(engine) as session:
             return action(session=session, catalog=load_catalog(), user_id=user.id,
                           now=quiz_sitting.current_time(), **kwargs)
+    except StorageError as exc:
+        flash("error", exc.user_message(what))
+        return None
     except (AttemptError, ValueError) as exc:
         flash("error", str(exc))
         return None
@@ -83,6 +91,8 @@ def start_quiz_set(quiz_set_id: int) -> None:
             attempt_id = quiz_sitting.start_quiz_set(session=session, catalog=load_catalog(), user_id=user.id,
                                                      quiz_set_id=quiz_set_id)
         open_attempt(attempt_id)
+    except StorageError as exc:
+        flash("error", exc.user_message("the new quiz"))
     except AttemptError as exc:
         flash("error", str(exc))
 
@@ -95,6 +105,8 @@ def start_ad_hoc(spec: AdHocSpec) -> None:
     except NotEnoughItemsError as exc:
         st.session_state["quiz_retry"] = (spec, exc.available) if exc.available else None
         flash("warning", str(exc))
+    except StorageError as exc:
+        flash("error", exc.user_message("the new quiz"))
     except AttemptError as exc:
         flash("error", str(exc))
 
@@ -105,6 +117,8 @@ def start_review(n: int) -> None:
             attempt_id = quiz_sitting.start_review(session=session, catalog=load_catalog(), user_id=user.id, n=n,
                                                    now=quiz_sitting.current_time())
         open_attempt(attempt_id)
+    except StorageError as exc:
+        flash("error", exc.user_message("the new quiz"))
     except AttemptError as exc:
         flash("error", str(exc))
 
@@ -136,16 +150,16 @@ def save_text_on_change(attempt_id: int, position: int, widget_key: str) -> None
 
 
 def save_grade(attempt_id: int, position: int, grade: str) -> None:
-    act(quiz_sitting.self_grade, attempt_id=attempt_id, position=position, grade=grade)
+    act(quiz_sitting.self_grade, what="your grade", attempt_id=attempt_id, position=position, grade=grade)
 
 
 def save_flag(attempt_id: int, position: int, widget_key: str) -> None:
-    act(quiz_sitting.set_flag, attempt_id=attempt_id, position=position, flagged=bool(st.session_state.get(widget_key)))
+    act(quiz_sitting.set_flag, what="the flag", attempt_id=attempt_id, position=position, flagged=bool(st.session_state.get(widget_key)))
 
 
 def submit_quiz(attempt_id: int) -> None:
     st.session_state["quiz_confirm_submit"] = False
-    phase = act(quiz_sitting.submit, attempt_id=attempt_id)
+    phase = act(quiz_sitting.submit, what="your submission", attempt_id=attempt_id)
     if phase == "grading":
         flash("info", "Answers submitted. Grade your written answers to see your results.")
 

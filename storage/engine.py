@@ -4,6 +4,9 @@
   every transaction opened with ``BEGIN IMMEDIATE`` so that a read-then-write unit of work waits for
   the write lock instead of failing with "database is locked" under concurrent sessions.
 - Any other SQLAlchemy URL (PostgreSQL is tested) is used as given, with pre-ping.
+- A full disk, a read-only file, a lock held past the busy timeout or a disk error becomes a
+  :class:`storage.errors.StorageError` the moment the driver reports it (see ``_on_error``); the
+  transaction is rolled back, so pages can say "nothing was changed".
 - Statement parameters are never logged or put in exception messages (``hide_parameters``), so a
   password hash cannot leak through SQL logging.
 
@@ -24,33 +27,49 @@ from alembic.util.exc import CommandError
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.pool import StaticPool
+
+from storage.errors import storage_error_from
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 15_000
-"""How long a SQLite writer waits for another writer before giving up."""
+"""How long a SQLite writer waits (SQLite retries all along) for another writer before giving up."""
 
 
 class MigrationError(RuntimeError):
     """The database could not be brought to the schema this code needs (nothing was changed)."""
 
 
-def create_db_engine(url: str) -> Engine:
+def _on_error(context: ExceptionContext) -> None:
+    """Raise a :class:`StorageError` instead of the driver's error for disk full, read-only, busy, I/O."""
+    if context.is_disconnect:
+        return
+    mapped = storage_error_from(context.original_exception)
+    if mapped is not None:
+        raise mapped from context.sqlalchemy_exception or context.original_exception
+
+
+def create_db_engine(url: str, *, busy_timeout_ms: int | None = None) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys, a busy timeout and immediate transactions.
 
     ``sqlite://`` (in memory) uses a single shared connection (``StaticPool``), for tests.
+    ``busy_timeout_ms`` defaults to :data:`BUSY_TIMEOUT_MS` (read when the engine is created).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, hide_parameters=True, pool_pre_ping=True)
+        engine = create_engine(parsed, hide_parameters=True, pool_pre_ping=True)
+        event.listen(engine, "handle_error", _on_error)
+        return engine
+    busy_ms = BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
     in_memory = parsed.database in (None, "", ":memory:")
     kwargs: dict[str, Any] = {
-        "connect_args": {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        "connect_args": {"check_same_thread": False, "timeout": busy_ms / 1000},
         "hide_parameters": True,
     }
     if in_memory:
         kwargs["poolclass"] = StaticPool
-    else:
+    elif not parsed.query.get("uri"):  # a file: URI (e.g. ``?mode=ro&uri=true``) names an existing file
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, **kwargs)
 
@@ -60,7 +79,7 @@ def create_db_engine(url: str) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         if not in_memory:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
@@ -70,6 +89,7 @@ def create_db_engine(url: str) -> Engine:
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    event.listen(engine, "handle_error", _on_error)
     return engine
 
 
@@ -151,13 +171,13 @@ def _known_revision(revision: str) -> bool:
         return False
 
 
-def open_database(url: str) -> Engine:
+def open_database(url: str, *, busy_timeout_ms: int | None = None) -> Engine:
     """Create the engine and bring the schema to the newest revision (the app calls this on start).
 
     Raises :class:`MigrationError` with a readable message when the database cannot be upgraded,
     e.g. when it was created by a newer version of the app.
     """
-    engine = create_db_engine(url)
+    engine = create_db_engine(url, busy_timeout_ms=busy_timeout_ms)
     try:
         current = current_revision(engine)
         head = head_revision()
