@@ -41,7 +41,7 @@ SCRIPT = "<script>window.__xss=1</script>"
 IMG = '<img src=x onerror="window.__xss=2">'
 LINK = "[link](javascript:window.__xss=3)"
 PAYLOADS = (SCRIPT, IMG, LINK)
-TEACHER, STUDENT = ("teach", "teacher pass phrase"), ("alice", "alice pass phrase")
+TEACHER, STUDENT = ("prof-zebulon", "teacher pass phrase"), ("alice", "alice pass phrase")
 
 
 @pytest.fixture
@@ -92,11 +92,18 @@ def _assert_no_staff_content(page, expect) -> None:
         expect(page.get_by_role("heading", name=heading, exact=True)).to_have_count(0)
     expect(page.locator('[data-testid="stFileUploader"]')).to_have_count(0)
     expect(page.get_by_role("tab")).to_have_count(0)  # curation and admin pages are tabbed; student pages here are not
-    for secret in ("teach", "Secret exam set"):
+    for secret in (TEACHER[0], "Secret exam set"):
         assert secret not in page.inner_text("body")
 
 
 # -- role bypass -----------------------------------------------------------------------------------------------
+
+
+def _go_within_session(page, path: str) -> None:
+    """Change the URL without a reload (the browser's history API) and let Streamlit follow it."""
+    page.evaluate("p => { history.pushState({}, '', '/' + p); dispatchEvent(new PopStateEvent('popstate')); }", path)
+    page.wait_for_timeout(500)
+    wait_for_app(page)
 
 
 def test_student_typing_staff_urls_sees_no_staff_content(work: Path) -> None:
@@ -115,14 +122,17 @@ def test_student_typing_staff_urls_sees_no_staff_content(work: Path) -> None:
     with streamlit_server({"MEDSTUDY_WORK_DIR": str(work)}) as (url, _proc), chromium_page() as page:
         page.set_default_timeout(60_000)
         try:
+            # Control: the same in-session move does reach a staff page for the admin.
+            sign_in(page, url, "root", "root pass phrase", last_nav="Users")
+            _go_within_session(page, "users")
+            expect(page.get_by_role("heading", name="Create an account")).to_be_visible()
+            _sign_out(page)
+
             sign_in(page, url, *STUDENT)
             assert nav_titles(page) == STUDENT_PAGES
-            # Inside the running (signed-in) session: the browser's history API, as a link or the back button would.
+            # Inside the running (signed-in) session, as a link or the back button would move.
             for path in ("admin", "users", "curation"):
-                page.evaluate("p => { history.pushState({}, '', '/' + p); dispatchEvent(new PopStateEvent('popstate')); }",
-                              path)
-                page.wait_for_timeout(500)
-                wait_for_app(page)
+                _go_within_session(page, path)
                 _assert_no_staff_content(page, expect)
             # Typing the URL: a full load, so the student signs in again right there.
             for path in ("admin", "users", "curation"):
