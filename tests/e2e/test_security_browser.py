@@ -169,7 +169,8 @@ def _hostile_content(work: Path) -> tuple[str, str]:
             catalog = quiz_catalog.load_catalog(session=session, bank=Bank.from_records(BANK))
             quiz_catalog.save_edit(
                 session=session, catalog=catalog, item_id="medqa:q1", editor_id=teacher.id,
-                question=f"Edited question {text}", options={"A": f"Edited {SCRIPT}", "B": IMG, "C": LINK, "D": "Hemolysis"},
+                question=f"Edited question {text}",
+                options={"A": f"Edited {SCRIPT}", "B": IMG, "C": LINK, "D": "Hemolysis"},
                 explanation=f"Edited explanation {text}",
             )
             buffer = io.StringIO()
@@ -316,15 +317,16 @@ def test_passwords_never_reach_logs_or_files(work: Path, tmp_path: Path) -> None
 
     output = log.read_text(errors="replace")
     assert "Runtime state: RuntimeState.STOPPING" in output  # a debug message: the worst case, debug logging, was on
-    files = [p for p in work.rglob("*") if p.is_file() and not p.is_symlink() and "models" not in p.relative_to(work).parts]
-    database = [p for p in files if p.name.startswith("medstudy.db")]
-    assert database, "the SQLite database should be in the work dir"
     engine = _db(work)
     try:
         with Session(engine) as session:
             users = {u.username: u for u in accounts.list_users(session=session)}
     finally:
         engine.dispose()
+    files = [p for p in work.rglob("*")
+             if p.is_file() and not p.is_symlink() and "models" not in p.relative_to(work).parts]
+    database = [p for p in files if p.name.startswith("medstudy.db")]
+    assert database, "the SQLite database should be in the work dir"
     assert set(users) == {"admin", "bob", "carol"}
     assert all(u.password_hash.startswith("$argon2id$") for u in users.values())
     assert any(b"$argon2id$" in p.read_bytes() for p in database)  # the scan reads where the hashes are

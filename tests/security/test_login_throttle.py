@@ -38,7 +38,8 @@ def test_sixth_attempt_is_refused_without_checking_the_password(session: Session
     _fail(session, "dana", MAX_FAILURES)
     assert len(calls) == MAX_FAILURES
     with pytest.raises(SignInThrottled) as refused:  # even the right password is not looked at
-        accounts.authenticate(session=session, username="dana", password="right password", now=T0 + timedelta(minutes=1))
+        accounts.authenticate(session=session, username="dana", password="right password",
+                              now=T0 + timedelta(minutes=1))
     assert len(calls) == MAX_FAILURES
     # Freed when the first failure (at T0) is 15 minutes old.
     assert refused.value.retry_at == T0 + WINDOW
@@ -54,7 +55,8 @@ def test_case_insensitive_and_unknown_usernames_count_the_same(session: Session,
         assert accounts.authenticate(session=session, username=spelling, password="nope nope",
                                      now=T0 + timedelta(seconds=i)) is None
     with pytest.raises(SignInThrottled):
-        accounts.authenticate(session=session, username="Erin", password="right password", now=T0 + timedelta(minutes=2))
+        accounts.authenticate(session=session, username="Erin", password="right password",
+                              now=T0 + timedelta(minutes=2))
 
     calls = _count_verifications(monkeypatch)
     _fail(session, "ghost-user", MAX_FAILURES)  # no such account: still one (dummy) verification each
@@ -106,7 +108,8 @@ def test_password_reset_lifts_the_lockout(session: Session, make_user) -> None:
     _fail(session, "judy", MAX_FAILURES)
     accounts.set_password(session=session, user_id=user.id, password="brand new password")
     later = T0 + timedelta(minutes=2)
-    assert accounts.authenticate(session=session, username="ivan", password="brand new password", now=later).id == user.id
+    signed_in = accounts.authenticate(session=session, username="ivan", password="brand new password", now=later)
+    assert signed_in.id == user.id
     with pytest.raises(SignInThrottled):  # only the reset account is unlocked
         accounts.authenticate(session=session, username="judy", password="right password", now=later)
     assert other.id is not None
