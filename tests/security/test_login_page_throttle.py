@@ -58,10 +58,13 @@ def test_locked_out_after_five_failures_until_an_admin_resets(app_engine: Engine
     users = app_as(admin, "pages/users.py").run()
     users.selectbox(key="edit_user").set_value(dana.id)
     users.run()
+    [notice] = [w.value for w in users.warning]
+    assert notice.startswith("dana is locked out of password sign-in after repeated failures until ")
     users.text_input(key=f"reset_password_{dana.id}").input("fresh pass phrase")
     users.button(key="reset_password").click()
     users.run()
     assert "Password of dana reset." in [s.value for s in users.success]
+    assert not users.warning
 
     at = _sign_in("dana", "fresh pass phrase")
     assert not at.error and at.session_state[auth.SESSION_KEY] == dana.id
