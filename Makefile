@@ -13,6 +13,7 @@ run:
 test:
 	@bash scripts/bootstrap.sh test
 	@$(PY) -m pytest $(PYTEST_ARGS)
+	@bash scripts/audit.sh
 
 prepare:
 	@bash scripts/bootstrap.sh run

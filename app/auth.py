@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 SESSION_KEY = "auth_user_id"
 LOGIN_FAILED = "Wrong username or password."
 """The one message for every failed sign-in: it never says whether the account exists."""
+SignInThrottled = accounts.SignInThrottled
+"""Raised by :func:`sign_in` after too many failures for the username; its message says when to retry."""
 
 STUDENT, INSTRUCTOR, ADMIN = "student", "instructor", "admin"
 EVERYONE = (STUDENT, INSTRUCTOR, ADMIN)
@@ -152,9 +154,16 @@ def require_role(*roles: str) -> CurrentUser:
 
 
 def sign_in(username: str, password: str) -> CurrentUser | None:
-    """Check the credentials and remember the user in this browser session; None (and no detail) on failure."""
+    """Check the credentials and remember the user in this browser session; None (and no detail) on failure.
+
+    Raises :class:`SignInThrottled` (password not checked) after too many failures for the username.
+    """
     with Session(resources.get_engine()) as session:
-        user = accounts.authenticate(session=session, username=username, password=password)
+        try:
+            user = accounts.authenticate(session=session, username=username, password=password)
+        except SignInThrottled:
+            log.warning("sign-in refused: too many failures for one username")  # never the name or password
+            raise
         if user is None:
             log.info("failed sign-in")
             return None

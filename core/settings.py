@@ -141,7 +141,7 @@ def _validate(s: Settings) -> list[str]:
     if s.adapter not in (DEFAULT_ADAPTER, NO_ADAPTER) and not Path(s.adapter).expanduser().is_dir():
         problems.append(f"adapter: folder {s.adapter!r} does not exist (use 'default', 'none' or a folder)")
     if s.database_url and "://" not in s.database_url:
-        problems.append(f"database_url: not a SQLAlchemy URL: {s.database_url!r}")
+        problems.append("database_url: not a SQLAlchemy URL like postgresql+psycopg://user@host/db (value hidden)")
     if s.work_dir.exists() and not s.work_dir.is_dir():
         problems.append(f"work_dir: {s.work_dir} exists and is not a folder")
     return problems

@@ -37,9 +37,14 @@ with st.form("sign_in", clear_on_submit=True):
     password = st.text_input("Password", type="password", key="login_password")
     submitted = st.form_submit_button("Sign in", type="primary")
 if submitted:
-    if auth.sign_in(username, password) is not None:
-        st.rerun()
-    st.error(auth.LOGIN_FAILED)
+    try:
+        signed_in = auth.sign_in(username, password) is not None
+    except auth.SignInThrottled as exc:
+        st.error(str(exc))
+    else:
+        if signed_in:
+            st.rerun()
+        st.error(auth.LOGIN_FAILED)
 
 if auth.oidc_configured():
     st.button("Sign in with single sign-on", key="sso_login", on_click=st.login, icon=":material/key:")

@@ -4,7 +4,7 @@ import streamlit as st
 from sqlmodel import Session
 
 from app import auth, resources
-from storage import accounts
+from storage import accounts, login_throttle
 from storage.accounts import USERNAME_RULE, AccountError
 from storage.models import ROLES
 from storage.passwords import MIN_PASSWORD_LENGTH
@@ -61,6 +61,11 @@ chosen_id = st.selectbox("Account", list(by_id), format_func=lambda i: f"{by_id[
                          key="edit_user")
 chosen = by_id[chosen_id]
 is_me = chosen.id == me.id
+with Session(engine) as session:
+    locked_until = login_throttle.retry_at(session=session, username=chosen.username)
+if locked_until is not None:
+    st.warning(f"{chosen.username} is locked out of password sign-in after repeated failures until "
+               f"{locked_until:%H:%M} UTC. Resetting the password lifts the lockout.")
 
 role_col, password_col, active_col = st.columns(3)
 with role_col:

@@ -3,19 +3,22 @@
 Every function takes a keyword-only ``session`` and commits its own unit of work. Rules enforced
 here (not only in the pages): usernames are unique and lower-case; passwords follow
 :func:`storage.passwords.password_problems`; at least one active admin always remains; an identity
-provider's claims can make someone a student or an instructor, never an admin.
+provider's claims can make someone a student or an instructor, never an admin; sign-ins are
+throttled per username (:mod:`storage.login_throttle`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, delete, func, select
 
-from storage import passwords
-from storage.models import ROLES, User, utcnow
+from storage import login_throttle, passwords
+from storage.login_throttle import SignInThrottled  # noqa: F401  (re-exported: authenticate raises it)
+from storage.models import ROLES, LoginFailure, User, utcnow
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._@-]{2,63}")
 USERNAME_RULE = "3–64 characters: letters, digits and . _ @ -, starting with a letter or digit"
@@ -97,14 +100,18 @@ def create_first_admin(*, session: Session, username: str, password: str) -> Use
     return create_user(session=session, username=username, password=password, role="admin")
 
 
-def authenticate(*, session: Session, username: str, password: str) -> User | None:
+def authenticate(*, session: Session, username: str, password: str, now: datetime | None = None) -> User | None:
     """The active user with this username and password, or None.
 
     Unknown usernames, wrong passwords, disabled accounts and SSO-only accounts all return None
     after exactly one argon2 verification, so neither the answer nor its timing tells them apart.
+    After :data:`~storage.login_throttle.MAX_FAILURES` failures for the username within
+    :data:`~storage.login_throttle.WINDOW`, raises :class:`SignInThrottled` without checking the
+    password (whether or not the account exists). A success clears the username's failures.
     A hash made with older parameters is upgraded on a successful sign-in. Ends the session's
-    current transaction (it only reads, apart from that upgrade).
+    current transaction.
     """
+    login_throttle.begin_attempt(session=session, username=username, now=now)  # raises when locked out
     user = get_user_by_username(session=session, username=username)
     found = (user.id, user.password_hash, user.active) if user is not None else None
     # End the read transaction first: a verification takes ~0.1 s and must not hold the database lock.
@@ -115,6 +122,7 @@ def authenticate(*, session: Session, username: str, password: str) -> User | No
     user_id, password_hash, active = found
     if not passwords.verify_password(password_hash, password) or not active:
         return None
+    login_throttle.clear_failures(session=session, username=username)
     user = session.get(User, user_id)
     if user is not None and passwords.needs_rehash(password_hash):
         user.password_hash = passwords.hash_password(password)
@@ -138,14 +146,19 @@ def set_role(*, session: Session, user_id: int, role: str) -> User:
 
 
 def set_password(*, session: Session, user_id: int, password: str) -> User:
-    """Set a new password (admin reset or the user's own change)."""
+    """Set a new password (admin reset or the user's own change); also lifts a sign-in lockout."""
     problems = passwords.password_problems(password)
     if problems:
         raise AccountError(" ".join(problems))
     password_hash = passwords.hash_password(password)  # before the transaction, which holds the lock
     user = _require(session, user_id)
     user.password_hash = password_hash
-    return _save(session, user)
+    session.add(user)
+    # One commit: the new password and the cleared failures exist together.
+    session.exec(delete(LoginFailure).where(LoginFailure.username == login_throttle.throttle_key(user.username)))
+    session.commit()
+    session.refresh(user)
+    return user
 
 
 def set_active(*, session: Session, user_id: int, active: bool) -> User:

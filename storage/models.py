@@ -264,3 +264,19 @@ class AdapterRecord(SQLModel, table=True):
     active: bool = Field(default=False, nullable=False)
     training_run_id: int | None = Field(default=None, foreign_key="training_runs.id", ondelete="SET NULL")
     created_at: datetime = _created()
+
+
+class LoginFailure(SQLModel, table=True):
+    """One sign-in attempt that has not (yet) succeeded, for the login throttle (``storage.login_throttle``).
+
+    Keyed by the username as typed (normalised), not by account, so unknown usernames are throttled
+    the same way and the table never says which accounts exist. Rows older than the throttle's window
+    are pruned; a successful sign-in or a password reset deletes the username's rows.
+    """
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_username_created_at", "username", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(sa_type=String(128), nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime(), nullable=False, index=True)
