@@ -10,6 +10,7 @@ import streamlit as st
 from sqlmodel import Session
 
 from app import auth, resources
+from core import safety
 from storage import attempts, history
 from storage.errors import StorageError
 from storage.history import HistoryEntry, HistoryError
@@ -118,9 +119,10 @@ if entry.kind == "case":
     st.markdown("**Case**")
     st.code(detail["case_text"], language=None, wrap_lines=True)
     st.markdown("**Reasoning**")
-    st.markdown(detail["reasoning"] or "_(none)_")
+    # Model text: HTML shown literally and no remote images, as on the case-study page.
+    st.markdown(safety.markdown_text(detail["reasoning"]) if detail["reasoning"] else "_(none)_")
     st.markdown("**Final answer**")
-    st.markdown(detail["answer"] or "_(none)_")
+    st.markdown(safety.markdown_text(detail["answer"]) if detail["answer"] else "_(none)_")
     timings = detail["timings"] or {}
     cols = st.columns(4)
     for col, (key, label, fmt) in zip(cols, [("ttft_s", "Time to first token", "{:.2f} s"),

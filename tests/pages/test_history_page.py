@@ -77,7 +77,9 @@ def test_detail_view_shows_everything_as_text(engine: Engine, people) -> None:
     assert not at.exception
     assert at.code[0].value == "Fever and rash <script>alert(1)</script>"
     markdown = [m.value for m in at.markdown]
-    assert "Reasoning about Fever and rash <script>alert(1)</script>" in markdown and "**Measles**" in markdown
+    # Model text goes through safety.markdown_text: tags shown literally (escaped), never as HTML.
+    assert r"Reasoning about Fever and rash \<script\>alert(1)\</script\>" in markdown and "**Measles**" in markdown
+    assert not any("<script>" in m for m in markdown)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"Time to first token": "0.42 s", "Tokens": "88", "Tokens/s": "30.5", "Total time": "3.1 s"}
     assert json.loads(at.json[0].value) == {
