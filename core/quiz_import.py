@@ -330,6 +330,8 @@ def _row_to_record(row: int, item: dict[str, Any], filename: str, errors: list[R
     kind = kind_text or ("mcq" if options is not None else "open")
     if kind not in ("mcq", "open"):
         errors.append(RowError(row, "kind", f"must be 'mcq' or 'open', got {kind_text!r}"))
+        # Check the rest as the kind the options imply, so one pass reports every other problem too.
+        kind = "mcq" if options is not None else "open"
     correct: str | None = None
     if kind == "mcq":
         if options is None:

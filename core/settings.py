@@ -149,7 +149,7 @@ def _is_dir(path: str) -> bool:
 def _validate(s: Settings) -> list[str]:
     problems: list[str] = []
     if s.device not in DEVICES:
-        problems.append(f"device: must be one of {', '.join(DEVICES)}, got {s.device!r}")
+        problems.append(f"device: must be one of {', '.join(DEVICES)}, got {_shown(s.device)}")
     for name, (lo, hi) in _INT_FIELDS.items():
         value = getattr(s, name)
         if not lo <= value <= hi:
