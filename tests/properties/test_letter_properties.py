@@ -12,6 +12,7 @@ changes a clear pick into another letter.
 
 from __future__ import annotations
 
+import re
 import string
 
 import pytest
@@ -65,7 +66,7 @@ def test_parse_choice_refuses_a_key_that_is_not_a_letter(bad):
 
 
 @FAST
-@given(texts=st.lists(printable.filter(lambda t: "\n" not in t), min_size=2, max_size=6),
+@given(texts=st.lists(printable.filter(lambda t: "answer" not in t.lower()), min_size=2, max_size=6),
        pick=st.integers(0, 5), reasoning=st.one_of(st.just(""), printable), lower=st.booleans())
 def test_both_parsers_read_the_canonical_final_answer_line(texts, pick, reasoning, lower):
     letters = [chr(65 + i) for i in range(len(texts))]
@@ -77,8 +78,21 @@ def test_both_parsers_read_the_canonical_final_answer_line(texts, pick, reasonin
     assert extract_choice(completion, letters, options=options) == letter
     # parse_choice refuses "C. <text of D>"; when two options share a text it cannot tell, else it must agree.
     same_text = [k for k, t in options.items() if t.casefold() == options[letter].casefold()]
-    if len(same_text) == 1:
+    if len(same_text) == 1 and not _ALTERNATIVE.match(options[letter]):
         assert parse_choice(completion, letters, options=options) == letter
+
+
+_ALTERNATIVE = re.compile(r"(?i)^(?:or|and|/|&)(?:\s|$)")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "core.quiz._choose reads 'B. & ...' / 'B. or ...' as a second letter being offered (_ALTERNATIVE_RE) "
+    "before checking whether the rest is the option's own text, so an option whose text starts with "
+    "'&', 'or', 'and' or '/' can never be picked with its letter"))
+def test_parse_choice_letter_and_own_text_starting_like_an_alternative():
+    options = {"A": "Neither", "B": "& more", "C": "or both"}
+    assert parse_choice("Final answer: B. & more", "ABC", options=options) == "B"
+    assert parse_choice("C. or both", "ABC", options=options) == "C"
 
 
 @FAST
