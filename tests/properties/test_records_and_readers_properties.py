@@ -26,7 +26,7 @@ from core.records import Record, RecordsError, read_jsonl, write_jsonl
 from core.review import load_card, schedule_review
 from tests.properties.strategies import odd_text
 
-FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 any_text = st.one_of(st.text(max_size=40), odd_text)
 
 
