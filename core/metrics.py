@@ -98,7 +98,7 @@ def read_metrics(path: Path, *, raw: bool = False) -> list[dict[str, Any]]:
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError, a >4300-digit integer, absurd nesting
             continue
         if not isinstance(obj, dict):
             continue

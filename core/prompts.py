@@ -104,15 +104,39 @@ def parse_completion(text: str) -> ParsedCompletion:
     )
 
 
+_LINE_LEAD_RE = re.compile(r"[ \t>*#_]*")
+_MARKER_WORDS = "final answer"
+
+
+def _could_become_marker(line: str) -> bool:
+    """Whether more text appended to ``line`` (a whole last line) could make it a marker line.
+
+    Mirrors :data:`_MARKER_RE`: optional markdown lead (``**``, ``> ``, ``## ``), the words
+    ``final answer`` in any case, optional emphasis or spaces, then the colon.
+    """
+    rest = line[_LINE_LEAD_RE.match(line).end():].lower()  # type: ignore[union-attr]  # matches ""
+    if len(rest) <= len(_MARKER_WORDS):
+        return _MARKER_WORDS.startswith(rest)
+    return rest.startswith(_MARKER_WORDS) and not rest[len(_MARKER_WORDS):].strip(" \t*_")
+
+
 def marker_prefix_len(text: str) -> int:
     """Length of a trailing partial final-answer marker in ``text`` (for streaming).
 
     A streaming view must hold back e.g. ``"Final ans"`` at the end of the buffer until it knows
-    whether it is the marker or ordinary reasoning text.
+    whether it is the marker or ordinary reasoning text. That includes the spellings the parser
+    accepts with emphasis or spaces before the colon (``"**Final answer**"``, ``"Final answer "``)
+    and the markdown lead of the line (``"**"``, ``"> "``), which the marker would remove from the
+    reasoning too; otherwise such text would flash up in the reasoning and then vanish.
     """
     tail = text[-len(FINAL_ANSWER_MARKER):].lower()
     target = FINAL_ANSWER_MARKER.lower()
+    partial = 0
     for n in range(min(len(tail), len(target) - 1), 0, -1):
         if tail.endswith(target[:n]):
-            return n
-    return 0
+            partial = n
+            break
+    line = text[text.rfind("\n") + 1:]
+    if line and _could_become_marker(line):
+        return max(partial, len(line))
+    return partial

@@ -141,12 +141,24 @@ def _decode(data: bytes) -> str | RowError:
         )
 
 
+def _short(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters for a message (a cell may be megabytes long)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    if "field larger than field limit" in str(exc):
+        return f"a cell is longer than {csv.field_size_limit():,} characters (the longest field allowed is " \
+               f"{max(MAX_CHARS.values()):,}); nothing after it can be read"
+    return f"malformed CSV from here on: {exc}"
+
+
 def _read_csv(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowError]]:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
     except csv.Error as exc:
-        return [], [RowError(1, "file", f"malformed CSV header: {exc}")]
+        return [], [RowError(1, "file", f"malformed CSV header: {_csv_problem(exc)}")]
     if header is None or not any(h.strip() for h in header):
         return [], [RowError(0, "file", "the file has no header row")]
     names = [_column_name(h) for h in header]
@@ -155,7 +167,7 @@ def _read_csv(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowErro
         if not name:
             errors.append(RowError(1, f"column {i + 1}", "empty column name in the header"))
         elif name not in KNOWN_COLUMNS:
-            errors.append(RowError(1, name, f"unknown column; expected some of {', '.join(KNOWN_COLUMNS)}"))
+            errors.append(RowError(1, _short(name, 60), f"unknown column; expected some of {', '.join(KNOWN_COLUMNS)}"))
         elif names.index(name) != i:
             errors.append(RowError(1, name, "column appears twice in the header"))
     for required in ("question", "license"):
@@ -172,7 +184,7 @@ def _read_csv(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowErro
         except StopIteration:
             break
         except csv.Error as exc:
-            errors.append(RowError(row_no, "file", f"malformed CSV from here on: {exc}"))
+            errors.append(RowError(row_no, "file", _csv_problem(exc)))
             break
         if not any(c.strip() for c in cells):
             continue  # blank line: Excel leaves these at the end
@@ -200,6 +212,8 @@ def _read_json(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowErr
         return [], [RowError(0, "file", f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")]
     except RecursionError:
         return [], [RowError(0, "file", "malformed JSON: nested too deeply")]
+    except ValueError as exc:  # e.g. an integer literal longer than Python's 4300-digit conversion limit
+        return [], [RowError(0, "file", f"malformed JSON: {exc}")]
     if isinstance(data, dict) and isinstance(data.get("items"), list):
         data = data["items"]
     if not isinstance(data, list):
@@ -216,7 +230,7 @@ def _read_json(text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[RowErr
         for key, value in obj.items():
             name = _column_name(key)
             if name not in KNOWN_COLUMNS:
-                errors.append(RowError(i, str(key).strip() or "(empty name)", "unknown field"))
+                errors.append(RowError(i, _short(str(key).strip(), 60) or "(empty name)", "unknown field"))
             elif name in item:
                 errors.append(RowError(i, name, "field given twice"))
             else:
@@ -248,8 +262,8 @@ def _options(row: int, item: dict[str, Any], errors: list[RowError]) -> dict[str
     if isinstance(raw, str) and raw.strip():
         try:
             raw = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            errors.append(RowError(row, "options", f"not valid JSON ({exc})"))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; so is a 5000-digit number
+            errors.append(RowError(row, "options", f"not valid JSON ({_short(str(exc))})"))
             return {}
     elif isinstance(raw, str):
         raw = None
@@ -281,7 +295,7 @@ def _options(row: int, item: dict[str, Any], errors: list[RowError]) -> dict[str
         letter = str(key).strip().upper()
         expected = chr(ord("A") + i)
         if letter != expected:
-            errors.append(RowError(row, "options", f"option keys must be A, B, C, ... in order; got {key!r}"))
+            errors.append(RowError(row, "options", f"option keys must be A, B, C, ... in order; got {_short(repr(key), 60)}"))
             return {}
         text = _text(row, f"options.{letter}", value, errors, MAX_CHARS["option"])
         if not text:
@@ -316,6 +330,8 @@ def _row_to_record(row: int, item: dict[str, Any], filename: str, errors: list[R
     kind = kind_text or ("mcq" if options is not None else "open")
     if kind not in ("mcq", "open"):
         errors.append(RowError(row, "kind", f"must be 'mcq' or 'open', got {kind_text!r}"))
+        # Check the rest as the kind the options imply, so one pass reports every other problem too.
+        kind = "mcq" if options is not None else "open"
     correct: str | None = None
     if kind == "mcq":
         if options is None:

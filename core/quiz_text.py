@@ -8,6 +8,7 @@ exactly as written. Nothing here touches Streamlit.
 
 from __future__ import annotations
 
+import math
 import re
 
 from core.quiz_bank import OCR_FLAG
@@ -92,8 +93,8 @@ def preview(text: str, width: int = 90) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
-    """``m:ss`` or ``h:mm:ss``; an en dash for None. Rounds down, never negative."""
-    if seconds is None:
+    """``m:ss`` or ``h:mm:ss``; an en dash for None (or NaN/infinity). Rounds down, never negative."""
+    if seconds is None or not math.isfinite(seconds):
         return "–"
     total = max(0, int(seconds))
     hours, rest = divmod(total, 3600)

@@ -109,9 +109,61 @@ def write_jsonl(path: Path, records: Iterable[Record | dict[str, Any]]) -> int:
     return n
 
 
+class RecordsError(ValueError):
+    """A records file that is not what :func:`write_jsonl` writes; the message names the file and line."""
+
+
+_REQUIRED = ("id", "source", "license", "question")
+_TEXT_FIELDS = ("id", "source", "license", "question", "kind", "reasoning", "answer", "explanation", "context",
+                "subject", "split", "attribution", "origin")
+
+
+def _problem(data: Any) -> str | None:
+    """Why ``data`` (one parsed line) is not a record, or None."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    wrong = [k for k in _TEXT_FIELDS if k in data and not isinstance(data[k], str)]
+    if wrong:
+        return f"field(s) {', '.join(wrong)} must be text"
+    options = data.get("options")
+    if options is not None and not (
+        isinstance(options, dict) and all(isinstance(v, str) for v in options.values())
+    ):
+        return "options must be an object of letter: text"
+    for name in ("tags", "flags"):
+        if not isinstance(data.get(name, []), list):
+            return f"{name} must be a list"
+    return None
+
+
 def read_jsonl(path: Path) -> Iterator[Record]:
-    """Read records written by :func:`write_jsonl`."""
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield Record.from_dict(json.loads(line))
+    """Read records written by :func:`write_jsonl`.
+
+    Raises :class:`RecordsError` (a ValueError) naming the file and line of the first line that is
+    not a record (broken JSON, not an object, missing or mistyped fields); blank lines are skipped.
+    """
+    with path.open(encoding="utf-8", errors="strict") as fh:
+        number = 0
+        while True:
+            try:
+                line = fh.readline()
+            except UnicodeDecodeError as exc:
+                raise RecordsError(f"{path}: after line {number}: not UTF-8 text ({exc.reason})") from exc
+            if not line:
+                return
+            number += 1
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except RecursionError:
+                raise RecordsError(f"{path}, line {number}: invalid JSON (nested too deeply)") from None
+            except ValueError as exc:  # JSONDecodeError, or an integer beyond the 4300-digit limit
+                raise RecordsError(f"{path}, line {number}: invalid JSON ({str(exc)[:120]})") from exc
+            problem = _problem(data)
+            if problem:
+                raise RecordsError(f"{path}, line {number}: not a record: {problem}")
+            yield Record.from_dict(data)

@@ -95,40 +95,61 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+def _shown(raw: Any, limit: int = 80) -> str:
+    """``repr(raw)`` cut to ``limit`` characters, so a pasted megabyte does not flood the message."""
+    text = repr(raw)
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(str(raw)):,} characters)"
+
+
 def _coerce(name: str, raw: Any, problems: list[str]) -> Any:
     """Turn a raw TOML/env value into the field's type, recording a problem instead of raising."""
     if name in _PATH_FIELDS:
-        if not isinstance(raw, (str, Path)) or not str(raw).strip():
-            problems.append(f"{name}: expected a path, got {raw!r}")
+        if not isinstance(raw, (str, Path)) or not str(raw).strip() or "\0" in str(raw):
+            problems.append(f"{name}: expected a path, got {_shown(raw)}")
             return None
-        path = Path(str(raw)).expanduser()
+        try:
+            path = Path(str(raw)).expanduser()
+        except RuntimeError as exc:  # "~someone" for a user that does not exist
+            problems.append(f"{name}: cannot expand {_shown(raw)} ({exc})")
+            return None
         return path if path.is_absolute() else (PROJECT_ROOT / path)
     if name in _INT_FIELDS:
         try:
-            if isinstance(raw, bool):
+            if isinstance(raw, bool) or not isinstance(raw, (str, int)):
                 raise ValueError
             return int(str(raw).strip())
-        except ValueError:
-            problems.append(f"{name}: expected a whole number, got {raw!r}")
+        except ValueError:  # also an over-long digit string (Python's 4300-digit conversion limit)
+            problems.append(f"{name}: expected a whole number, got {_shown(raw)}")
             return None
     if name in _BOOL_FIELDS:
         if isinstance(raw, bool):
             return raw
-        text = str(raw).strip().lower()
+        text = str(raw).strip().lower() if isinstance(raw, (str, int)) else ""
         if text in _TRUE | _FALSE:
             return text in _TRUE
-        problems.append(f"{name}: expected true or false, got {raw!r}")
+        problems.append(f"{name}: expected true or false, got {_shown(raw)}")
         return None
     if not isinstance(raw, str):
-        problems.append(f"{name}: expected text, got {raw!r}")
+        problems.append(f"{name}: expected text, got {_shown(raw)}")
+        return None
+    if "\0" in raw:
+        problems.append(f"{name}: contains a NUL character: {_shown(raw)}")
         return None
     return raw.strip()
+
+
+def _is_dir(path: str) -> bool:
+    """``Path(path).expanduser().is_dir()``, False for a path that cannot exist (NUL, unknown ~user)."""
+    try:
+        return Path(path).expanduser().is_dir()
+    except (OSError, ValueError, RuntimeError):
+        return False
 
 
 def _validate(s: Settings) -> list[str]:
     problems: list[str] = []
     if s.device not in DEVICES:
-        problems.append(f"device: must be one of {', '.join(DEVICES)}, got {s.device!r}")
+        problems.append(f"device: must be one of {', '.join(DEVICES)}, got {_shown(s.device)}")
     for name, (lo, hi) in _INT_FIELDS.items():
         value = getattr(s, name)
         if not lo <= value <= hi:
@@ -136,14 +157,17 @@ def _validate(s: Settings) -> list[str]:
     if not s.base_model:
         problems.append("base_model: must not be empty (use 'embedded', a hub id or a local folder)")
     elif s.base_model != EMBEDDED_MODEL and s.base_model.startswith((".", "/", "~")):
-        if not Path(s.base_model).expanduser().is_dir():
-            problems.append(f"base_model: local folder {s.base_model!r} does not exist")
-    if s.adapter not in (DEFAULT_ADAPTER, NO_ADAPTER) and not Path(s.adapter).expanduser().is_dir():
-        problems.append(f"adapter: folder {s.adapter!r} does not exist (use 'default', 'none' or a folder)")
+        if not _is_dir(s.base_model):
+            problems.append(f"base_model: local folder {_shown(s.base_model)} does not exist")
+    if s.adapter not in (DEFAULT_ADAPTER, NO_ADAPTER) and not _is_dir(s.adapter):
+        problems.append(f"adapter: folder {_shown(s.adapter)} does not exist (use 'default', 'none' or a folder)")
     if s.database_url and "://" not in s.database_url:
         problems.append("database_url: not a SQLAlchemy URL like postgresql+psycopg://user@host/db (value hidden)")
-    if s.work_dir.exists() and not s.work_dir.is_dir():
-        problems.append(f"work_dir: {s.work_dir} exists and is not a folder")
+    try:
+        if s.work_dir.exists() and not s.work_dir.is_dir():
+            problems.append(f"work_dir: {s.work_dir} exists and is not a folder")
+    except OSError as exc:  # e.g. a name too long for the file system
+        problems.append(f"work_dir: cannot use {_shown(str(s.work_dir))} ({exc.strerror or exc})")
     return problems
 
 
@@ -167,9 +191,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, config_file: Path | N
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             problems.append(f"config file {path} is not valid TOML: {exc}")
             table = {}
+        except RecursionError:
+            problems.append(f"config file {path} is not valid TOML: nested too deeply")
+            table = {}
+        except (OSError, ValueError) as exc:  # a folder, no permission, a NUL in the name
+            problems.append(f"config file {_shown(str(path))} cannot be read: {getattr(exc, 'strerror', None) or exc}")
+            table = {}
         for key, raw in table.items():
             if key not in known:
-                problems.append(f"{path.name}: unknown setting {key!r}")
+                problems.append(f"{path.name}: unknown setting {_shown(key)}")
                 continue
             values[key] = _coerce(key, raw, problems)
 
@@ -178,7 +208,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, config_file: Path | N
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in known:
-            problems.append(f"{key}: unknown setting (known: {', '.join(sorted(known))})")
+            problems.append(f"{_shown(key)[1:-1]}: unknown setting (known: {', '.join(sorted(known))})")
             continue
         values[name] = _coerce(name, raw, problems)
 

@@ -44,11 +44,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unknown_flags(extra: Sequence[str]) -> list[str]:
+    """Problems for the arguments argparse did not recognise (a value after an unknown flag is its value)."""
+    problems: list[str] = []
+    names = {f.name for f in fields(TrainConfig)}
+    after_flag = False
+    for arg in extra:
+        if arg.startswith("-") and len(arg) > 1:
+            flag = arg.split("=", 1)[0]
+            guess = flag.lstrip("-").replace("-", "_")
+            close = [n for n in names if n.replace("_", "") == guess.replace("_", "")]
+            hint = f" (did you mean --{close[0]}?)" if close else ""
+            problems.append(f"command line: unknown flag {flag[:80]!r}{hint}")
+            after_flag = "=" not in arg
+        elif after_flag:
+            after_flag = False
+        else:
+            problems.append(f"command line: unexpected argument {arg[:80]!r} (every setting is a --flag VALUE)")
+    return problems
+
+
 def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Parse flags into a validated TrainConfig (raises ConfigError listing every problem)."""
-    ns = vars(build_parser().parse_args(argv))
+    """Parse flags into a validated TrainConfig (raises ConfigError listing every problem).
+
+    Unknown flags are reported with every other problem (not by argparse stopping at the first);
+    a flag without its value raises ConfigError too. ``--help`` still exits.
+    """
+    parser = build_parser()
+    parser.exit_on_error = False
+    try:
+        parsed, extra = parser.parse_known_args(argv)
+    except argparse.ArgumentError as exc:
+        raise ConfigError([f"command line: {exc}"]) from None
+    ns = vars(parsed)
     config_file = ns.pop("config")
-    return load_config(config_file, ns)
+    problems = _unknown_flags(extra)
+    try:
+        cfg = load_config(config_file, ns)
+    except ConfigError as exc:
+        raise ConfigError(problems + exc.problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return cfg
 
 
 def main(cfg: TrainConfig) -> int:

@@ -14,6 +14,7 @@ this GPU do bf16?) happen when training starts (``trainer.modeling.resolve_runti
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -172,6 +173,12 @@ def _default_of(name: str) -> Any:
     return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
 
 
+def _shown(raw: Any, limit: int = 80) -> str:
+    """``repr(raw)`` cut to ``limit`` characters, so a pasted megabyte does not flood the message."""
+    text = repr(raw)
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text):,} characters)"
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -194,7 +201,10 @@ def coerce_value(name: str, raw: Any, problems: list[str]) -> Any:
         if isinstance(default, float):
             if isinstance(raw, bool):
                 raise ValueError("expected a number")
-            return float(str(raw).strip()) if not isinstance(raw, (int, float)) else float(raw)
+            number = float(str(raw).strip()) if not isinstance(raw, (int, float)) else float(raw)
+            if not math.isfinite(number):  # YAML .inf / .nan, "inf" on the command line: no range check catches all
+                raise ValueError("expected a finite number")
+            return number
         if isinstance(default, list):
             items = raw.split(",") if isinstance(raw, str) else raw
             if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
@@ -209,9 +219,9 @@ def coerce_value(name: str, raw: Any, problems: list[str]) -> Any:
         if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
             raise ValueError("expected text")
         return str(raw).strip()
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: int(1e400) from a YAML float
         message = str(exc) if str(exc).startswith("expected") else f"expected {type(default).__name__}"
-        problems.append(f"{name}: {message}, got {raw!r}")
+        problems.append(f"{name}: {message}, got {_shown(raw)}")
         return None
 
 
@@ -222,7 +232,7 @@ def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
         choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
         if choices and value not in choices:
-            problems.append(f"{f.name}: must be one of {', '.join(choices)}; got {value!r}")
+            problems.append(f"{f.name}: must be one of {', '.join(choices)}; got {_shown(value)}")
 
     def need(cond: bool, message: str) -> None:
         if not cond:
@@ -244,6 +254,8 @@ def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
     need(0 < cfg.learning_rate < 1, f"learning_rate: must be in (0, 1); got {cfg.learning_rate}")
     need(0 <= cfg.warmup_ratio < 1, f"warmup_ratio: must be in [0, 1); got {cfg.warmup_ratio}")
     need(cfg.weight_decay >= 0, f"weight_decay: must be >= 0; got {cfg.weight_decay}")
+    # numpy's and Python's seeding (transformers.set_seed) take 0 <= seed < 2**32 only.
+    need(0 <= cfg.seed < 2**32, f"seed: must be between 0 and {2**32 - 1}; got {cfg.seed}")
     need(cfg.max_grad_norm >= 0, f"max_grad_norm: must be >= 0; got {cfg.max_grad_norm}")
     need(cfg.logging_steps >= 1, f"logging_steps: must be >= 1; got {cfg.logging_steps}")
     need(cfg.eval_steps >= 0, f"eval_steps: must be >= 0; got {cfg.eval_steps}")
@@ -280,16 +292,24 @@ def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
     if not cfg.model_name.strip():
         problems.append("model_name: must not be empty (use 'embedded', a hub id or a local folder)")
     elif "\0" in cfg.model_name:
-        problems.append(f"model_name: not a name or path ({cfg.model_name!r})")
+        problems.append(f"model_name: not a name or path ({_shown(cfg.model_name)})")
     elif cfg.model_name.endswith(".gguf"):
-        if not Path(cfg.model_name).expanduser().is_file():
-            problems.append(f"model_name: GGUF file {cfg.model_name!r} does not exist")
+        if not _path_test(cfg.model_name, Path.is_file):
+            problems.append(f"model_name: GGUF file {_shown(cfg.model_name)} does not exist")
     elif cfg.model_name != EMBEDDED_MODEL and cfg.model_name.startswith((".", "/", "~")):
-        if not Path(cfg.model_name).expanduser().is_dir():
-            problems.append(f"model_name: local folder {cfg.model_name!r} does not exist")
+        if not _path_test(cfg.model_name, Path.is_dir):
+            problems.append(f"model_name: local folder {_shown(cfg.model_name)} does not exist")
     if check_files:
         problems += _check_paths(cfg)
     return problems
+
+
+def _path_test(path: str, test: Any) -> bool:
+    """``test(Path(path).expanduser())``, False for a path that cannot exist (unknown ``~user``)."""
+    try:
+        return bool(test(Path(path).expanduser()))
+    except (OSError, ValueError, RuntimeError):
+        return False
 
 
 def _check_paths(cfg: TrainConfig) -> list[str]:
@@ -300,7 +320,7 @@ def _check_paths(cfg: TrainConfig) -> list[str]:
         return bad
     try:
         return _check_existing_paths(cfg)
-    except OSError as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: "~nobody" (unknown user) in a path
         return [f"paths: cannot check the configured files ({exc})"]
 
 
@@ -342,7 +362,7 @@ def build_config(values: Mapping[str, Any], *, base: TrainConfig | None = None, 
         if key not in FIELD_NAMES:
             close = [n for n in FIELD_NAMES if n.replace("_", "") == str(key).replace("_", "").replace("-", "")]
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{where}unknown setting {key!r}{hint}")
+            problems.append(f"{where}unknown setting {_shown(key)}{hint}")
             continue
         value = coerce_value(key, raw, problems)
         if value is not None:
@@ -359,6 +379,10 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], list[str]]:
         return {}, [f"config file {path} does not exist"]
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         return {}, [f"config file {path} is not valid YAML: {exc}"]
+    except RecursionError:
+        return {}, [f"config file {path} is not valid YAML: nested too deeply"]
+    except (OSError, ValueError) as exc:  # a folder, no permission, a NUL in the name
+        return {}, [f"config file {_shown(str(path))} cannot be read: {getattr(exc, 'strerror', None) or exc}"]
     if data is None:
         return {}, []
     if not isinstance(data, dict):
