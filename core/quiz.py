@@ -378,15 +378,19 @@ def _choose(segment: str, keys: dict[str, str], texts: dict[str, str]) -> str | 
     m = _WHOLE_RE.match(segment)
     if m:
         return keys.get(m.group(1).upper())
+    m = _LEAD_RE.match(segment)
+    if m:
+        letter = (m.group(1) or m.group(2)).upper()
+        rest = normalise(m.group(3))
+        # "B. <option B's own text>" is B, whatever that text looks like ("& more", another option's words).
+        if letter in keys and rest and texts.get(letter) == rest:
+            return keys[letter]
     if texts:
         norm = normalise(segment)
         equal = [k for k, t in texts.items() if t == norm]
         if len(equal) == 1:
             return keys[equal[0]]
-    m = _LEAD_RE.match(segment)
     if m:
-        letter = (m.group(1) or m.group(2)).upper()
-        rest = normalise(m.group(3))
         if letter in keys:
             if _ALTERNATIVE_RE.match(m.group(3)):
                 return None

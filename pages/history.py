@@ -35,7 +35,8 @@ with Session(engine) as session:
 
 kind_col, search_col, from_col, to_col, adapter_col = st.columns([1, 2, 1, 1, 1])
 kind_label = kind_col.selectbox("Type", list(KIND_LABELS), key="history_kind")
-search = search_col.text_input("Search case text and answers", key="history_search")
+search = search_col.text_input("Search case text and answers", key="history_search",
+                               max_chars=history.SEARCH_MAX_CHARS)
 date_from = from_col.date_input("From", value=None, key="history_from")
 date_to = to_col.date_input("To", value=None, key="history_to")
 adapter = adapter_col.selectbox("Adapter", ["Any", *adapters], key="history_adapter")

@@ -68,6 +68,8 @@ def get_user(*, session: Session, user_id: int) -> User | None:
 
 
 def get_user_by_username(*, session: Session, username: str) -> User | None:
+    if "\x00" in username:  # no stored name has one, and PostgreSQL refuses NUL in text
+        return None
     return session.exec(select(User).where(User.username == normalise_username(username))).first()
 
 

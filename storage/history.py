@@ -196,6 +196,10 @@ def _attempt_query(viewer: Viewer, search: str, since: datetime | None, until: d
     return query.order_by(col(Attempt.started_at).desc(), col(Attempt.id).desc())
 
 
+SEARCH_MAX_CHARS = 200
+"""Longer searches are cut (SQLite refuses LIKE patterns over 50,000 bytes; nobody types 200 characters)."""
+
+
 def list_history(
     *,
     session: Session,
@@ -213,7 +217,7 @@ def list_history(
     insensitive; ``since``/``until`` bound the start time (``until`` excluded); ``adapter`` keeps only
     case runs made with that adapter (attempts have none, so they drop out).
     """
-    search = search.strip()
+    search = search.replace("\x00", "").strip()[:SEARCH_MAX_CHARS]
     entries: list[HistoryEntry] = []
     if kind in (None, "case"):
         for run_id, user_id, username, created, title, status, run_adapter in session.exec(

@@ -39,7 +39,8 @@ class SignInThrottled(ValueError):
 
 
 def throttle_key(username: str) -> str:
-    return username.strip().lower()[:KEY_CHARS]
+    """The stored key: the username as accounts compares it, cut to KEY_CHARS, NUL removed (PostgreSQL refuses it)."""
+    return username.replace("\x00", "").strip().lower()[:KEY_CHARS]
 
 
 def _in_window(session: Session, key: str, now: datetime) -> list[datetime]:

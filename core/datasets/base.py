@@ -45,13 +45,23 @@ class SourceInfo:
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, object)`` for each non-blank line of a JSONL file."""
     with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
+        number = 0
+        while True:
+            try:
+                line = next(fh, None)
+            except UnicodeDecodeError as exc:
+                raise DataError(path, number + 1, None, f"not UTF-8 text ({exc.reason})") from exc
+            if line is None:
+                return
+            number += 1
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(path, number, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
+            except (RecursionError, ValueError) as exc:  # nesting too deep, a number too long to convert
+                raise DataError(path, number, None, f"unreadable JSON ({type(exc).__name__}: {str(exc)[:80]})") from exc
             if not isinstance(row, dict):
                 raise DataError(path, number, None, f"expected a JSON object, got {type(row).__name__}")
             yield number, row
@@ -89,6 +99,8 @@ def iter_json_items(path: Path) -> Iterator[tuple[int, str | int, Any]]:
             return decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise DataError(path, exc.lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        except (RecursionError, ValueError) as exc:  # nesting too deep, a number too long to convert
+            raise fail(pos, f"unreadable JSON ({type(exc).__name__}: {str(exc)[:80]})") from exc
 
     pos = _skip_ws(text, 0)
     if pos >= len(text) or text[pos] not in "[{":

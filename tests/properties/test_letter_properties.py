@@ -92,22 +92,12 @@ def test_both_parsers_read_the_canonical_final_answer_line(texts, pick, reasonin
 _ALTERNATIVE = re.compile(r"(?i)^(?:or|and|/|&)(?:\s|$)")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core.quiz._choose reads 'B. & ...' / 'B. or ...' as a second letter being offered (_ALTERNATIVE_RE) "
-    "before checking whether the rest is the option's own text, so an option whose text starts with "
-    "'&', 'or', 'and' or '/' can never be picked with its letter. Fix: in _choose's _LEAD_RE branch, return "
-    "keys[letter] when normalise(rest) == texts.get(letter) before the _ALTERNATIVE_RE check"))
 def test_parse_choice_letter_and_own_text_starting_like_an_alternative():
     options = {"A": "Neither", "B": "& more", "C": "or both"}
     assert parse_choice("Final answer: B. & more", "ABC", options=options) == "B"
     assert parse_choice("C. or both", "ABC", options=options) == "C"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core.quiz._choose tries 'the whole line equals one option's text' before 'a leading letter', so "
-    "'A. x' with options A='x', B='A x' is graded as B although the student wrote letter A and A's text. "
-    "Fix: in _choose, when _LEAD_RE matches and normalise(rest) == texts.get(letter), return keys[letter] "
-    "before the equal-text rule"))
 def test_parse_choice_letter_with_its_own_text_beats_another_option_spelled_like_the_line():
     assert parse_choice("Final answer: A. x", "AB", options={"A": "x", "B": "A x"}) == "A"
 

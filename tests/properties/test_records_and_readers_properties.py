@@ -106,11 +106,6 @@ RAW_CRASHES = {
 
 
 @pytest.mark.parametrize("case", sorted(RAW_CRASHES))
-@pytest.mark.xfail(strict=True, raises=(UnicodeDecodeError, RecursionError, ValueError), reason=(
-    "core/datasets/base.py: iter_jsonl does not catch UnicodeDecodeError (raised by iterating the file), "
-    "RecursionError or the plain ValueError json.loads raises for a >4300-digit integer (it catches only "
-    "JSONDecodeError); iter_json_items.decode likewise catches only JSONDecodeError. They escape as raw "
-    "exceptions with no file/line instead of DataError"))
 def test_raw_data_readers_turn_every_bad_file_into_a_data_error(case, tmp_path):
     reader, data = RAW_CRASHES[case]
     path = tmp_path / f"raw.{reader}"
