@@ -3,7 +3,8 @@
 An action is a click (or a few) that makes the server rerun the page. It is timed from the click
 until the app is idle again: the server has sent ``script_finished`` (FINISHED_SUCCESSFULLY) for a
 run that started after the click, the app root reports ``notRunning`` (the browser has drawn the
-result, as in :func:`tests.e2e.server.wait_for_app`), and the action's expected result is visible.
+result, as in :func:`tests.e2e.server.wait_for_app`, without its fixed 200 ms pause), and the action's
+expected result is visible.
 The first condition is read off the websocket (``ForwardMsg`` protobufs, decoded with Streamlit's
 own classes), so an action whose visible result looked the same before (changing an answer)
 still waits for its own rerun. After each action the page must show no exception and no error box.
@@ -113,7 +114,8 @@ class Visitor:
     async def check(self) -> None:
         """Fail when the page shows an exception or an error box."""
         # textContent, not innerText: an error inside a collapsed expander counts too.
-        texts = [t.strip() for t in await self.page.locator(PROBLEMS).evaluate_all("els => els.map(e => e.textContent)")]
+        found = await self.page.locator(PROBLEMS).evaluate_all("els => els.map(e => e.textContent)")
+        texts = [t.strip() for t in found]
         shown = [t for t in texts if self.allowed_errors is None or not self.allowed_errors.match(t)]
         if shown:
             raise ActionFailed(f"{self.name}: the page shows an error: {' | '.join(shown)[:2000]}")
@@ -150,7 +152,8 @@ class Visitor:
         if option is None:
             target = options.and_(self.page.locator('[aria-selected="false"]')).first
         else:
-            target = options.filter(has_text=re.compile(("^" + re.escape(option) + "$") if exact else re.escape(option))).first
+            pattern = f"^{re.escape(option)}$" if exact else re.escape(option)
+            target = options.filter(has_text=re.compile(pattern)).first
         await options.first.wait_for()
         if not await target.count() or await target.get_attribute("aria-selected") == "true":
             await self.page.keyboard.press("Escape")
