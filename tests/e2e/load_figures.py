@@ -56,8 +56,14 @@ class ActionTimes:
             lines.append(f"| {kind} | {row['count']} | {row['p50_s']:.2f} | {row['p95_s']:.2f} | {row['max_s']:.2f} |")
         return "\n".join(lines)
 
-    def write_json(self, path: Path, **meta: Any) -> None:
-        """Write ``{"meta": meta, "actions": summary, "samples": raw seconds}`` to ``path``."""
+    def write_json(self, path: Path, *, also: dict[str, ActionTimes] | None = None, **meta: Any) -> None:
+        """Write ``{"meta": meta, "actions": summary, "samples": raw seconds}`` to ``path``.
+
+        ``also`` adds other measurements of the same actions, each as ``{name: summary}``.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         raw = {kind: [round(v, 3) for v in values] for kind, values in sorted(self.samples.items())}
-        path.write_text(json.dumps({"meta": meta, "actions": self.summary(), "samples": raw}, indent=2) + "\n")
+        figures: dict[str, Any] = {"meta": meta, "actions": self.summary()}
+        figures.update({name: other.summary() for name, other in (also or {}).items()})
+        figures["samples"] = raw
+        path.write_text(json.dumps(figures, indent=2) + "\n")

@@ -36,10 +36,13 @@ class ActionFailed(AssertionError):
 class Visitor:
     """A signed-in (or signing-in) user in their own browser context; actions are timed into ``times``."""
 
-    def __init__(self, name: str, page: Any, times: ActionTimes, *, timeout_s: float = 90.0) -> None:
+    def __init__(self, name: str, page: Any, times: ActionTimes, *, server_times: ActionTimes | None = None,
+                 timeout_s: float = 90.0) -> None:
         self.name = name
         self.page = page
         self.times = times
+        self.server_times = server_times
+        """If given, each action also until the server reported its run finished (before the browser drew it)."""
         self.timeout_s = timeout_s
         self.runs_finished = 0
         """Successful script runs the server has reported to this browser session."""
@@ -97,6 +100,8 @@ class Visitor:
         self.log.append(f"{time.monotonic() - self.born:.1f} s: {kind}")
         await do()
         await self._runs_after(before, deadline)
+        if self.server_times is not None:
+            self.server_times.add(kind, time.perf_counter() - started)
         timeout_ms = max(1.0, deadline - time.monotonic()) * 1000
         if until is not None:
             await until.first.wait_for(state="visible", timeout=timeout_ms)
