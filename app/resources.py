@@ -116,6 +116,12 @@ def get_served_model(
     base = get_base_model(base_model, str(settings.model_cache_dir), _progress=_progress)
     adapter_dir = model_lib.resolve_adapter(settings)
     dev = model_lib.pick_device(device)
+    if dev == "cpu":
+        import torch
+
+        # Process-wide: decoding with as many threads as cores stalls whenever anything else runs
+        # (measured ~8x slower under the load test); Settings.torch_threads says how many.
+        torch.set_num_threads(settings.serving_threads)
     mdl, tok, problem = model_lib.load_model_or_base(base, adapter_dir=adapter_dir, device=dev, merge=True)
     served_dir = adapter_dir if problem is None else None
     card = model_lib.read_adapter_card(served_dir) if served_dir else None

@@ -67,6 +67,9 @@ class Settings:
     """Upper bound for generated tokens per request."""
     generations_per_hour: int = 60
     """Per-user rate limit on model generations (0 disables the limit)."""
+    torch_threads: int = 0
+    """CPU threads for serving the model; 0 = automatic: one core left for the web server and the
+    other users' page runs, at most 4 (more threads wait on each other at every decoded token)."""
     allow_self_registration: bool = False
     """Whether visitors may create their own student account."""
 
@@ -84,12 +87,20 @@ class Settings:
         return self.work_dir / "runs"
 
     @property
+    def serving_threads(self) -> int:
+        """``torch_threads``, or for 0: cores - 1, at least 1, at most 4."""
+        if self.torch_threads:
+            return self.torch_threads
+        return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+    @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.work_dir / 'medstudy.db'}"
 
 
 _PATH_FIELDS = {"data_dir", "work_dir", "model_cache"}
-_INT_FIELDS = {"max_input_chars": (100, 200_000), "max_new_tokens": (1, 8192), "generations_per_hour": (0, 100_000)}
+_INT_FIELDS = {"max_input_chars": (100, 200_000), "max_new_tokens": (1, 8192), "generations_per_hour": (0, 100_000),
+               "torch_threads": (0, 256)}
 _BOOL_FIELDS = {"allow_self_registration"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -430,3 +430,22 @@ def test_no_streamlit_or_storage_in_core_modules():
     for name in ("inference", "safety"):
         source = (Path(inference.__file__).parent / f"{name}.py").read_text()
         assert "import streamlit" not in source and "from storage" not in source and "import storage" not in source
+
+
+def test_cpu_serving_uses_the_thread_setting(base_and_adapter, resources_with, monkeypatch):
+    """torch_threads sets torch's (process-wide) thread count for serving; 0 picks cores - 1 within 1..4."""
+    from core.settings import Settings
+
+    base_dir, adapter_dir, _ = base_and_adapter
+    resources, use = resources_with
+    before = torch.get_num_threads()
+    try:
+        settings = use(base_model=str(base_dir), adapter=str(adapter_dir), torch_threads=3)
+        resources.get_served_model(settings.base_model, settings.adapter, "cpu")
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    for cores, expected in ((1, 1), (2, 1), (4, 3), (64, 4)):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        assert Settings().serving_threads == expected
+    assert Settings(torch_threads=6).serving_threads == 6

@@ -81,3 +81,9 @@ def test_local_base_model_folder_must_exist(tmp_path):
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         Settings().device = "cuda"  # type: ignore[misc]
+
+
+def test_torch_threads_is_range_checked(tmp_path):
+    with pytest.raises(SettingsError, match="torch_threads"):
+        load_settings({"MEDSTUDY_TORCH_THREADS": "-1"}, config_file=None)
+    assert load_settings({"MEDSTUDY_TORCH_THREADS": "2"}, config_file=None).torch_threads == 2
