@@ -49,6 +49,7 @@ def test_one_real_generation_shows_reasoning_and_final_answer(tmp_path: Path):
             expect(page.get_by_text("int8 weight-only").first).to_be_visible()
             case.fill(CASE)
             case.press("Control+Enter")  # commit the text area value
+            server.wait_for_app(page)  # a click while that rerun redraws the page can be lost
             page.get_by_role("button", name="Generate").click()
 
             # Finished: the reasoning section's label loses its ellipsis and the stats line names the model.

@@ -72,6 +72,7 @@ def test_corrupted_adapter_serves_the_base_model_with_a_banner(tmp_path: Path) -
             case = page.get_by_label("Clinical case")
             case.fill(CASE)
             case.press("Control+Enter")
+            wait_for_app(page)  # a click while that rerun redraws the page can be lost
             page.get_by_role("button", name="Generate").click()
             stats = page.get_by_text("tokens/s").last
             expect(stats).to_contain_text("adapter: none (base model)", timeout=180_000)

@@ -79,10 +79,22 @@ def _sign_out(page) -> None:
 
 def _pick(page, label: str, option_text: str) -> None:
     """Choose the option containing ``option_text`` in the selectbox labelled ``label``."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    wait_for_app(page)  # a selectbox redrawn by a rerun in progress closes its list and drops the typed text
     box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).locator("input")
-    box.click()
-    box.fill(option_text)  # the selectbox filters its options as one types; Enter takes the first match
-    page.get_by_role("option").filter(has_text=option_text).first.wait_for()
+    option = page.get_by_role("option").filter(has_text=option_text).first
+    for attempt in range(3):
+        box.click()
+        box.fill(option_text)  # the selectbox filters its options as one types; Enter takes the first match
+        try:
+            option.wait_for(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
+            wait_for_app(page)
     page.keyboard.press("Enter")
     wait_for_app(page)
 
