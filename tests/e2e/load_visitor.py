@@ -151,15 +151,28 @@ class Visitor:
 
         Choosing what is already chosen makes no rerun: that closes the list untimed and returns False.
         """
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
         box = self.page.locator(f'[data-testid="stSelectbox"]:has(input[aria-label="{label}"])')
-        await box.get_by_role("button", name="Open").click()
         options = self.page.get_by_role("option")
         if option is None:
             target = options.and_(self.page.locator('[aria-selected="false"]')).first
         else:
             pattern = f"^{re.escape(option)}$" if exact else re.escape(option)
             target = options.filter(has_text=re.compile(pattern)).first
-        await options.first.wait_for()
+        # A rerun still drawing the page (e.g. the one after a save) closes an open list: wait for the idle
+        # app, and open the list again if it closed anyway.
+        for attempt in range(3):
+            await self.page.wait_for_selector(IDLE, timeout=self.timeout_s * 1000)
+            await box.get_by_role("button", name="Open").click()
+            try:
+                await options.first.wait_for(timeout=20_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
+                self.log.append(f"{time.monotonic() - self.born:.1f} s: the {label!r} list closed; opening it again")
+                await self.page.keyboard.press("Escape")
         if not await target.count() or await target.get_attribute("aria-selected") == "true":
             await self.page.keyboard.press("Escape")
             return False
