@@ -122,7 +122,6 @@ def top1_agreement(model: Any, reference: Any, tokenizer: Any, texts: list[str])
     """
     import torch
 
-    from benchmarks.archs import llama_1b_config
     from core import inference
 
     same = total = 0
@@ -149,8 +148,6 @@ def _no_eos(model: Any) -> Any:
 def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     import torch
 
-    from benchmarks.archs import llama_1b_config
-    from benchmarks.archs import llama_1b_config
     from core import inference
     from core import model as model_lib
     from core.settings import load_settings
@@ -218,7 +215,6 @@ def cuda_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
             measure(Method(name, mdl, tok), args.new_tokens)  # second warm-up at the timed shapes
         except Exception as exc:  # report the other methods rather than nothing
             print(f"# {name}: FAILED in warm-up: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            del mdl
             continue
         torch.cuda.synchronize()
         print(f"# {name}: warm-up (compilation included) {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)

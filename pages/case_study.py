@@ -279,7 +279,7 @@ except OSError as exc:  # e.g. the first start's model cache conversion on a ful
         raise
     st.error(f"The model could not be loaded. {message}")
     st.stop()
-if adapter_problem := getattr(served, "adapter_problem", None):  # test fakes may leave it out
+if adapter_problem := served.adapter_problem:
     st.warning(
         f"**Adapter `{served.requested_adapter}` cannot be used, so the app is serving the base model without it.** "
         f"{safety.markdown_text(adapter_problem)}\n\nAn administrator can activate another adapter on the "

@@ -41,6 +41,8 @@ class FakeServed:
     plan: ServingPlan = ServingPlan("int8")
     model: Any = None
     tokenizer: Any = None
+    adapter_problem: str | None = None
+    requested_adapter: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
