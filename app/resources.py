@@ -126,7 +126,7 @@ def get_served_model(
     served_dir = adapter_dir if problem is None else None
     card = model_lib.read_adapter_card(served_dir) if served_dir else None
     plan = inference.serving_plan(dev)
-    inference.prepare_for_serving(mdl, plan)
+    inference.prepare_for_serving(mdl, plan, adapter_dir=served_dir)
     inference.warm_up(mdl, tok)
     return ServedModel(mdl, tok, base, served_dir, card, dev, plan, adapter_problem=problem,
                        requested_adapter=adapter_dir.name if adapter_dir else None)

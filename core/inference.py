@@ -20,6 +20,7 @@ against the eager fp32 baseline; docs/BENCHMARKS.md has the numbers.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 import weakref
@@ -33,6 +34,8 @@ from core.records import Record, read_jsonl
 
 if TYPE_CHECKING:  # heavy imports stay inside functions
     import torch
+
+_log = logging.getLogger(__name__)
 
 EventKind = Literal["waiting", "started", "text", "done"]
 FinishReason = Literal["eos", "length", "stopped"]
@@ -257,10 +260,31 @@ def _generate_locked(
 
     failure: list[BaseException] = []
 
+    decoder = decoder_for(model)
+    if decoder is not None and not decoder.fits(prompt_len, settings.max_new_tokens):
+        decoder = None  # longer than the decoder's cache: generate (dynamic cache) serves it
+
+    def lean() -> None:
+        # The lean decoder's loop, feeding the same streamer as generate would (prompt first, then tokens).
+        streamer.put(input_ids.cpu())
+        decoder.generate(
+            input_ids,
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            should_stop=stop.is_set,
+            on_token=lambda token: streamer.put(torch.tensor([token])),
+            eos=eos_ids(model),
+        )
+        streamer.end()
+
     def work() -> None:
         try:
-            with torch.inference_mode():
-                model.generate(**kwargs)
+            if decoder is not None:
+                lean()
+            else:
+                with torch.inference_mode():
+                    model.generate(**kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread below
             failure.append(exc)
             streamer.end()  # unblock the consumer; generate did not get to end the stream
@@ -397,7 +421,15 @@ class ServingPlan:
     static_cache: bool = False
     """Static KV cache in ``generate``; on CUDA this also makes transformers compile the decoding step."""
     max_cache_len: int | None = None
-    """Static cache size for every request (prompt + new tokens), so later requests reuse one compiled graph."""
+    """Static cache size for every request (prompt + new tokens), so later requests reuse one compiled graph;
+    with ``decoder``, the lean decoder's cache size (longer requests fall back to ``generate``)."""
+    decoder: bool = False
+    """Decode with the lean Llama decoder (:mod:`core.decoder`) when the model passes its check."""
+    compile_decoder: bool = False
+    """Compile the lean decoder's one-token step into a CUDA graph (CUDA only)."""
+    int4_native: bool = False
+    """CPU: when the base weights already lie on a 4-bit grid (the embedded GGUF model), the lean decoder
+    decodes with those 4-bit codes plus the adapter unmerged (:func:`core.decoder.native_int4`)."""
 
     def describe(self) -> str:
         parts = {
@@ -405,14 +437,18 @@ class ServingPlan:
             "bf16": "bf16 weights",
             "int8": "int8 weight-only decoding (bf16 prefill and embeddings)",
         }[self.weights]
+        if self.int4_native:
+            parts = "4-bit native base + unmerged LoRA for decoding where the base allows, else " + parts
+        if self.decoder:
+            return parts + (", lean decoder, step compiled to a CUDA graph" if self.compile_decoder else ", lean decoder")
         return parts + (", static KV cache + torch.compile" if self.static_cache else ", eager")
 
 
 def serving_plan(device: str, *, max_cache_len: int = 4096) -> ServingPlan:
     """The fastest measured plan for ``device`` (see docs/BENCHMARKS.md)."""
     if device.startswith("cuda"):
-        return ServingPlan(weights="bf16", static_cache=True, max_cache_len=max_cache_len)
-    return ServingPlan(weights="int8")
+        return ServingPlan(weights="bf16", max_cache_len=max_cache_len, decoder=True, compile_decoder=True)
+    return ServingPlan(weights="int8", max_cache_len=max_cache_len, decoder=True, int4_native=True)
 
 
 @functools.cache
@@ -472,10 +508,20 @@ def quantize_linears_int8(module: Any) -> int:
     return count
 
 
-def prepare_for_serving(model: Any, plan: ServingPlan) -> Any:
-    """Apply ``plan`` to a merged, eval-mode model (in place, once, before it is shared); returns it."""
+def prepare_for_serving(model: Any, plan: ServingPlan, *, adapter_dir: Path | None = None) -> Any:
+    """Apply ``plan`` to a merged, eval-mode model (in place, once, before it is shared); returns it.
+
+    ``adapter_dir`` is the adapter merged into ``model`` (None: the base alone); the 4-bit native plan
+    reads its LoRA factors to take them back out of the merged weights.
+    """
     import torch
 
+    native = None
+    if plan.decoder and plan.int4_native and next(model.parameters()).device.type == "cpu":
+        from core.decoder import native_int4
+
+        native, why = native_int4(model, adapter_dir)  # from the fp32 merged weights, before any rounding
+        _log.info("4-bit native decoding: %s", why if native is None else "yes, " + why)
     if plan.weights in ("bf16", "int8"):
         model.to(torch.bfloat16)
     if plan.weights == "int8":
@@ -483,11 +529,42 @@ def prepare_for_serving(model: Any, plan: ServingPlan) -> Any:
         # The output head reads a vocabulary-sized matrix per token (a fifth of SmolLM2's weights).
         # It is tied to the embedding table: the int8 head gets its own copy, the embeddings stay bf16.
         model.set_output_embeddings(_int8_linear_class()(model.get_output_embeddings()))
-    if plan.static_cache:
+    model.eval()
+    if plan.decoder:
+        from core.decoder import build_decoder
+
+        # Built (and checked, which compiles its step) on the thread that will serve the model:
+        # CUDA graphs recorded by torch.compile belong to their thread.
+        decoder = _worker_for(model).submit(
+            build_decoder, model, max_len=plan.max_cache_len or 4096, compile_step=plan.compile_decoder,
+            native=native, log=_log.info,
+        ).result()
+        if decoder is not None:
+            _DECODERS[model] = decoder
+            return model
+    if plan.static_cache or plan.compile_decoder:  # also generate's fallback when the decoder can't serve
         model.generation_config.cache_implementation = "static"
         model.generation_config.max_cache_len = plan.max_cache_len
-    model.eval()
     return model
+
+
+_DECODERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def decoder_for(model: Any) -> Any:
+    """The lean decoder :func:`prepare_for_serving` built for ``model`` (a :class:`core.decoder.Decoder`), or None."""
+    try:
+        return _DECODERS.get(model)
+    except TypeError:  # not weak-referenceable (test doubles)
+        return None
+
+
+def eos_ids(model: Any) -> set[int]:
+    """The model's end-of-sequence ids, read at call time (a benchmark may switch them off)."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(e) for e in eos} if isinstance(eos, (list, tuple)) else {int(eos)}
 
 
 def warm_up(model: Any, tokenizer: Any, *, new_tokens: int = 4) -> None:
@@ -496,7 +573,13 @@ def warm_up(model: Any, tokenizer: Any, *, new_tokens: int = 4) -> None:
 
     ids = prompt_ids(tokenizer, "Warm-up.").to(next(model.parameters()).device)
 
+    decoder = decoder_for(model)
+
     def work() -> None:
+        if decoder is not None and decoder.fits(int(ids.shape[1]), new_tokens):
+            decoder.generate(ids, max_new_tokens=new_tokens, temperature=0.0, top_p=1.0,
+                             should_stop=lambda: False, on_token=lambda _t: None, eos=set())
+            return
         with torch.inference_mode():
             model.generate(
                 input_ids=ids,

@@ -341,9 +341,11 @@ def test_static_cache_plan_generates_what_the_dynamic_cache_does(tokenizer):
 
 
 def test_default_plans_per_device():
-    assert inference.serving_plan("cpu") == ServingPlan("int8")
+    cpu = inference.serving_plan("cpu")
+    assert cpu.weights == "int8" and cpu.decoder and cpu.int4_native and not cpu.compile_decoder
     cuda = inference.serving_plan("cuda", max_cache_len=2048)
-    assert cuda.weights == "bf16" and cuda.static_cache and cuda.max_cache_len == 2048
+    assert cuda.weights == "bf16" and cuda.decoder and cuda.compile_decoder and cuda.max_cache_len == 2048
+    assert not cuda.int4_native  # the 4-bit kernel used for it is a CPU one
 
 
 # -- served model with and without an adapter (app.resources) -----------------------------------------
@@ -390,7 +392,8 @@ def test_served_model_merges_the_adapter_and_applies_the_cpu_plan(base_and_adapt
     settings = use(base_model=str(base_dir), adapter=str(adapter_dir))
     served = resources.get_served_model(settings.base_model, settings.adapter, "cpu")
     assert served.adapter_dir == adapter_dir and served.adapter_card["base_model"] == "tiny-base"
-    assert served.adapter_name == "adapter" and served.plan == ServingPlan("int8")
+    assert served.adapter_name == "adapter" and served.plan == inference.serving_plan("cpu")
+    assert inference.decoder_for(served.model) is not None  # the lean decoder serves it
     assert not any("lora" in name for name, _ in served.model.named_modules())  # merged, not wrapped
 
     ids = tokenizer("Fever and flank pain suggest infection.", return_tensors="pt")["input_ids"]
