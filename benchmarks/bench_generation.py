@@ -14,12 +14,15 @@ Methods are measured interleaved, ``--runs`` rounds, so a noisy neighbour hurts 
 alike; the table gives medians and the spread.
 
 - CPU: the base model from the settings (default: the embedded SmolLM2-135M-Instruct) with the
-  adapter from the settings merged in (none when no adapter is shipped yet). Methods: eager fp32
-  (baseline), bf16 weights, and the serving plan (int8 weight-only linears). Quality column: how
-  often the method's most likely next token equals fp32's on a teacher-forced medical text.
+  adapter from the settings merged in. Methods: eager fp32 (baseline), bf16 weights, int8
+  weight-only linears through ``generate`` (the previous plan), and the serving plan (the lean
+  decoder of :mod:`core.decoder`: for the embedded model its 4-bit native base plus the unmerged
+  LoRA). Quality column: how often the method's most likely next token equals fp32's, teacher-forced
+  on medical texts (``--quality-texts``), through the weights each method decodes with.
 - CUDA: the Llama-3.2-1B architecture built from its config with random weights (speed does not
-  depend on values), batch 1: eager merged bf16 (baseline) vs the serving plan (bf16, static KV
-  cache, compiled decoding). Compilation happens in an untimed warm-up and is reported apart.
+  depend on values), batch 1: eager merged bf16 (baseline), the previous plan (static KV cache,
+  ``generate`` compiles its step) and the serving plan (the lean decoder, its one-token step
+  compiled to a CUDA graph). Compilation happens in an untimed warm-up and is reported apart.
 
 Prints the machine, versions and command, then a markdown table (paste it into docs/BENCHMARKS.md).
 """
@@ -27,6 +30,7 @@ Prints the machine, versions and command, then a markdown table (paste it into d
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import statistics
@@ -53,6 +57,9 @@ QUALITY_TEXT = (
     "of first medical contact, together with aspirin, a P2Y12 inhibitor and anticoagulation. Nitrates should be "
     "used with caution because right ventricular involvement makes the patient preload dependent."
 )
+
+
+QUALITY_TOKENS = 256
 
 
 @dataclass
@@ -119,19 +126,27 @@ def top1_agreement(model: Any, reference: Any, tokenizer: Any, texts: list[str])
 
     Teacher forcing runs whole sequences, which int8 linears would serve from their bf16 prefill
     copy; the decode row limit is lifted so the int8 weights that decoding uses are what is scored.
+    A model served by the lean decoder is scored through the decoder's one-token steps (its decoding
+    weights: the 4-bit native base plus LoRA, or int8). The first QUALITY_TOKENS tokens of each text.
     """
     import torch
 
     from core import inference
 
     same = total = 0
+    decoder = inference.decoder_for(model)
     saved, inference.DECODE_ROWS = inference.DECODE_ROWS, 1 << 30
     try:
         with torch.inference_mode():
             for text in texts:
-                ids = tokenizer(text, return_tensors="pt")["input_ids"][:, :512].to(next(model.parameters()).device)
-                want = reference(input_ids=ids).logits.argmax(-1)
-                got = model(input_ids=ids).logits.argmax(-1)
+                ids = tokenizer(text, return_tensors="pt")["input_ids"][:, :QUALITY_TOKENS].to(next(model.parameters()).device)
+                want = reference(input_ids=ids).logits[0].argmax(-1)
+                if decoder is not None:  # the lean decoder's own decoding weights, one step per token
+                    steps = [decoder.module.prefill(ids[:, :1])]
+                    steps += [decoder.module.step(ids[:, i], i) for i in range(1, ids.shape[1])]
+                    got = torch.cat(steps).argmax(-1)
+                else:
+                    got = model(input_ids=ids).logits[0].argmax(-1)
                 same += int((want == got).sum())
                 total += want.numel()
     finally:
@@ -159,17 +174,24 @@ def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
 
     def load(plan: inference.ServingPlan) -> tuple[Any, Any]:
         mdl, tok = model_lib.load_model(base, adapter_dir=adapter_dir, device="cpu", merge=True)
-        return _no_eos(inference.prepare_for_serving(mdl, plan)), tok
+        return _no_eos(inference.prepare_for_serving(mdl, plan, adapter_dir=adapter_dir)), tok
 
     fp32, tok = load(inference.ServingPlan("fp32"))
     bf16, _ = load(inference.ServingPlan("bf16"))
+    int8_generate, _ = load(inference.ServingPlan("int8"))  # the serving plan before the lean decoder
     plan = inference.serving_plan("cpu")
     t0 = time.perf_counter()
     served, _ = load(plan)
     print(f"# load + merge + serving plan ({plan.describe()}): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    decoder = inference.decoder_for(served)
+    used = "none (generate)" if decoder is None else (
+        "4-bit native base + unmerged LoRA" if decoder.module.layers[0].qkv.int4 is not None else "int8")
+    print(f"# lean decoder decoding weights: {used}", file=sys.stderr)
     texts = quality_texts(settings.prepared_dir)
-    quality = {id(m): top1_agreement(m, fp32, tok, texts) for m in (fp32, bf16, served)}
-    print(f"# top-1 agreement measured on {len(texts)} text(s)", file=sys.stderr)
+    if args.device == "cpu" and args.quality_texts:
+        texts = texts[: args.quality_texts]
+    quality = {id(m): top1_agreement(m, fp32, tok, texts) for m in (fp32, bf16, int8_generate, served)}
+    print(f"# top-1 agreement measured on {len(texts)} text(s), first {QUALITY_TOKENS} tokens each", file=sys.stderr)
 
     threads = [int(t) for t in args.threads.split(",")] if args.threads else [torch.get_num_threads()]
     methods: list[Method] = []
@@ -177,7 +199,9 @@ def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
         suffix = f", {n} thread{'s' if n != 1 else ''}"
         methods.append(Method(f"eager fp32 (baseline){suffix}", fp32, tok, n, quality=quality[id(fp32)]))
         methods.append(Method(f"bf16 weights{suffix}", bf16, tok, n, quality=quality[id(bf16)]))
-        methods.append(Method(f"serving: {plan.describe()}{suffix}", served, tok, n, quality=quality[id(served)]))
+        methods.append(Method(f"int8 weight-only, generate (previous plan){suffix}", int8_generate, tok, n,
+                              quality=quality[id(int8_generate)]))
+        methods.append(Method(f"serving: {plan.describe()} [{used}]{suffix}", served, tok, n, quality=quality[id(served)]))
         if args.sampling:
             methods.append(
                 Method(f"serving, sampling T=0.7 top-p 0.9{suffix}", served, tok, n, 0.7, quality[id(served)])
@@ -201,15 +225,17 @@ def cuda_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     else:
         tok = model_lib.load_tokenizer(model_lib.resolve_base(load_settings()))
     methods = []
+    previous = inference.ServingPlan("bf16", static_cache=True, max_cache_len=4096)
     for name, plan in (
         ("eager merged bf16 (baseline)", inference.ServingPlan("bf16")),
+        (f"{previous.describe()} (previous plan)", previous),
         (f"serving: {inference.serving_plan('cuda').describe()}", inference.serving_plan("cuda")),
     ):
         torch.manual_seed(0)
         with torch.device("cuda"):
             mdl = LlamaForCausalLM(llama_1b_config()).to(torch.bfloat16).eval()
-        inference.prepare_for_serving(_no_eos(mdl), plan)
         t0 = time.perf_counter()
+        inference.prepare_for_serving(_no_eos(mdl), plan)  # the lean decoder compiles its step here
         try:
             inference.warm_up(mdl, tok, new_tokens=8)
             measure(Method(name, mdl, tok), args.new_tokens)  # second warm-up at the timed shapes
@@ -256,7 +282,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tokenizer", default="", help="CUDA: folder with a chat tokenizer (default: the embedded model's)"
     )
+    parser.add_argument("--quality-texts", type=int, default=5,
+                        help="CPU: texts scored for top-1 agreement (the fixed one + test reasonings; default 5)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="# %(name)s: %(message)s", stream=sys.stderr)
 
     import torch
 

@@ -335,3 +335,24 @@ def test_stream_case_decodes_with_the_lean_decoder_and_falls_back_beyond_its_cac
     want = list(inference.stream_case("case", served=_Served(plain), settings=longer))[-1]
     got = list(inference.stream_case("case", served=_Served(lean), settings=longer))[-1]
     assert calls == [1] and got.text == want.text and got.stats.new_tokens == 60
+
+
+# -- CUDA: the compiled step ------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_cuda_step_matches_transformers_and_eager_greedy():
+    model = _model(seed=13).to("cuda")  # fp32: the greedy tokens can be compared exactly
+    ids = _ids(20, seed=13).cuda()
+    with torch.inference_mode():
+        want_logits = model(input_ids=ids).logits[0, 9:].float()
+        want_tokens = model.generate(ids[:, :10], attention_mask=torch.ones_like(ids[:, :10]), max_new_tokens=24,
+                                     do_sample=False, eos_token_id=None, pad_token_id=0)[0, 10:].tolist()
+    decoder = dec.build_decoder(model, max_len=128, compile_step=True)
+    assert decoder is not None and decoder.module.compiled
+    assert _cos(_teacher_forced(decoder, ids, 10), want_logits) > 0.9999
+    got: list[int] = []
+    decoder.generate(ids[:, :10], max_new_tokens=24, temperature=0.0, top_p=1.0, should_stop=lambda: False,
+                     on_token=got.append, eos=set())
+    assert got == want_tokens
