@@ -296,15 +296,21 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
                   **measured)
 
 
+def trainer_flags(values: dict[str, Any]) -> list[str]:
+    """``python -m trainer`` flags for config ``values`` (``--max_steps=-1``: a negative value must not look like a flag)."""
+    flags = []
+    for key, value in values.items():
+        flags.append(f"--{key}={','.join(value) if isinstance(value, list) else value}")
+    return flags
+
+
 def _run_in_processes(arch: str, recipe: str, values: dict[str, Any], processes: int, t0: float) -> Result:
     """``python -m trainer`` (1) or ``torchrun --nproc_per_node N -m trainer`` as child processes (DDP scaling)."""
     import subprocess
 
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
                 if processes > 1 else [sys.executable])
-    argv = [*launcher, "-m", "trainer"]
-    for key, value in values.items():
-        argv += [f"--{key}", ",".join(value) if isinstance(value, list) else str(value)]
+    argv = [*launcher, "-m", "trainer", *trainer_flags(values)]
     run_dir = Path(values["output_dir"])
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     log = run_dir.parent / f"{run_dir.name}.log"

@@ -89,3 +89,17 @@ def test_new_recipes_change_only_what_their_names_say():
     assert set(DEFAULT_RECIPES.split(",")) <= set(RECIPES)
     text = prediction_table(["ours-bf16-fast"])
     assert "ours-bf16-fast" in text and "validation loss" in text
+
+
+@pytest.mark.parametrize("name", ["ours-bf16", "ours-bf16-packed", "ours-bf16-compile", "ours-nf4-dropout0"])
+def test_child_process_flags_give_the_same_trainer_config(name, tmp_path):
+    """--processes N (the ddp mode) hands each recipe to python -m trainer as flags: they must mean the same config."""
+    from benchmarks.bench_training import trainer_flags
+    from trainer.cli import parse_config
+    from trainer.config import load_config
+
+    values = {"model_name": str(tmp_path), "work_dir": str(tmp_path), "train_file": __file__, "eval_file": "none",
+              "output_dir": str(tmp_path / "run"), "device": "cuda", "num_epochs": 1, "max_steps": -1,
+              "logging_steps": 1, "eval_steps": 0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
+              **RECIPES[name][1]}
+    assert parse_config(trainer_flags(values)) == load_config(None, values)
