@@ -12,12 +12,13 @@ test; its forward runs here (marked slow: compiling the kernel takes ~15 s on tw
 from __future__ import annotations
 
 import pytest
+import torch
 
 LENGTHS = (7, 12, 5, 9)
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def _tiny_llama(attn: str):
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -28,15 +29,11 @@ def _tiny_llama(attn: str):
 
 
 def _examples(seed: int = 1) -> list[list[int]]:
-    import torch
-
     gen = torch.Generator().manual_seed(seed)
     return [torch.randint(3, 300, (n,), generator=gen).tolist() for n in LENGTHS]
 
 
 def _packed_logits(model, examples: list[list[int]]):
-    import torch
-
     ids = torch.tensor([sum(examples, [])])
     positions = torch.cat([torch.arange(len(e)) for e in examples])[None]
     with torch.no_grad():
@@ -45,22 +42,16 @@ def _packed_logits(model, examples: list[list[int]]):
 
 
 def _alone_logits(model, example: list[int]):
-    import torch
-
     with torch.no_grad():
         return model(input_ids=torch.tensor([example])).logits[0]
 
 
 def _loss(logits, example: list[int]) -> float:
-    import torch
-
     return torch.nn.functional.cross_entropy(logits[:-1].float(), torch.tensor(example[1:])).item()
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager", pytest.param("flex_attention", marks=pytest.mark.slow)])
 def test_packed_row_gives_each_example_its_own_logits_and_loss(attn):
-    import torch
-
     model = _tiny_llama(attn)
     examples = _examples()
     packed = _packed_logits(model, examples)
@@ -77,8 +68,6 @@ def test_packed_row_gives_each_example_its_own_logits_and_loss(attn):
 
 @pytest.mark.parametrize("attn", ["sdpa", pytest.param("flex_attention", marks=pytest.mark.slow)])
 def test_changing_one_packed_example_leaves_the_others_untouched(attn):
-    import torch
-
     model = _tiny_llama(attn)
     examples = _examples()
     before = _packed_logits(model, examples)
@@ -92,7 +81,6 @@ def test_changing_one_packed_example_leaves_the_others_untouched(attn):
 
 def test_trl_padding_free_batch_trains_like_the_padded_batch():
     """TRL's padding-free collator (what ``packing: true`` uses) gives the padded batch's loss and gradients."""
-    import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     examples = [{"input_ids": ids, "labels": [-100] * 3 + ids[3:]} for ids in _examples(2)]
@@ -138,10 +126,9 @@ def test_packing_run_on_cpu_counts_every_real_token_once(tiny_model_dir, data_di
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
+@cuda
 def test_flex_attention_padding_free_trains_like_the_padded_batch_on_cuda():
     """On CUDA, FlexAttention's block-sparse packed path matches sdpa on the padded batch, forward and backward."""
-    import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     examples = [{"input_ids": ids, "labels": [-100] * 3 + ids[3:]} for ids in _examples(3)]
@@ -153,12 +140,14 @@ def test_flex_attention_padding_free_trains_like_the_padded_batch_on_cuda():
         loss = model(**batch).loss
         loss.backward()
         results[attn] = (loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
-    assert results["flex_attention"][0] == pytest.approx(results["sdpa"][0], abs=1e-4)
-    assert torch.allclose(results["flex_attention"][1], results["sdpa"][1], atol=1e-4, rtol=1e-3)
+    # fp32 on both paths; the tolerance allows for different kernels' summation order, not for leaked attention
+    # (attending across examples changes this tiny model's loss by ~1e-1: see the CPU test's control).
+    assert results["flex_attention"][0] == pytest.approx(results["sdpa"][0], abs=1e-3)
+    assert torch.allclose(results["flex_attention"][1], results["sdpa"][1], atol=1e-3, rtol=1e-2)
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
+@cuda
 def test_packing_with_flex_attention_trains_on_cuda(tiny_model_dir, data_dir, tmp_path):
     from core.metrics import read_metrics
     from trainer.config import load_config
