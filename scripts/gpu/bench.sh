@@ -42,13 +42,15 @@ case "$what" in
     done
     ;;
   sweep)  # on a two-GPU machine: one bench_training per GPU at once, each with its own list, scratch and output.
+    # TRAIN_S (500 s): SIGTERM, which ends the running recipe gracefully (it saves and is reported), then
+    # SIGKILL 20 s later; with ~40 s of unpacking that fits a 600 s call. No recipe starts after TRAIN_BUDGET_S.
     # GPU 0 runs the seed and the NF4 recipes (so the ratio to the seed is same card, same run), GPU 1 the bf16 ones.
     recipes0=${RECIPES0:-seed,ours-nf4,ours-nf4-b32,ours-nf4-dropout0}
     recipes1=${RECIPES1:-ours-bf16,ours-bf16-b32,ours-bf16-fast,ours-bf16-compile,ours-bf16-packed}
     pids=()
     for gpu in 0 1; do
       if [ "$gpu" = 0 ]; then recipes=$recipes0 archs=${ARCHS0:-llama-1b}; else recipes=$recipes1 archs=${ARCHS1:-llama-1b}; fi
-      CUDA_VISIBLE_DEVICES=$gpu timeout "${TRAIN_S:-520}" python3 -m benchmarks.bench_training --tokenizer "$B/tok" \
+      CUDA_VISIBLE_DEVICES=$gpu timeout -k 20 "${TRAIN_S:-500}" python3 -m benchmarks.bench_training --tokenizer "$B/tok" \
         --scratch "/tmp/bench-$gpu" --steps "${STEPS:-16}" --budget-s "${TRAIN_BUDGET_S:-400}" --out "$OUT/sweep-$gpu" \
         --archs "$archs" --recipes "$recipes" > "$OUT/sweep-$gpu.out" 2> "$OUT/sweep-$gpu.err" &
       pids+=($!)
