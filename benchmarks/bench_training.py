@@ -18,6 +18,14 @@ length distribution and padding. Each recipe trains exactly one epoch over the s
 - **Throughput** is non-padding tokens (prompt + completion: every real token the model
   processes; TRL's ``num_tokens``) per second between the first and the last logged step, i.e.
   the first step (CUDA start-up, kernel autotuning) is left out of every recipe alike.
+- **Steady-state throughput** is the median of the per-step rates ((num_tokens delta) / (elapsed_s
+  delta) between consecutive metrics.jsonl lines) over steps 3..N: the first steps still include
+  autotuning and compiling, and the median ignores a partial last batch. The ratio against the
+  seed and the seed-size job projection use it. Every run's per-step rates are printed too.
+- **Predictions**: every recipe carries the prediction written before it was measured
+  (``RECIPES[name][2]``), printed as a table beside the results.
+- Packed recipes (``packing``) train exactly one epoch (a packed step holds a varying number of
+  examples), so they see the same examples as the others in fewer, larger steps.
 - **Peak memory** is ``torch.cuda.max_memory_allocated`` (reset before each recipe).
 - **Loss**: the first step's training loss and the validation loss after the last step on the
   same held-out examples, so a recipe that is fast but learns differently shows it.
@@ -55,20 +63,56 @@ SEED = {"quantization": "nf4", "precision": "fp16", "batch_size": 4, "gradient_a
         "gradient_checkpointing": "true", "optim": "paged_adamw_8bit", "liger": "off", "group_by_length": "false"}
 # Ours: the trainer's own defaults on CUDA ("auto" everywhere) with micro-batches of 16.
 OURS = {"batch_size": 16, "gradient_accumulation_steps": 1}
-RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "seed": ("the seed's recipe (baseline)", SEED),
-    "ours-nf4": ("ours: NF4 QLoRA, trainer defaults on CUDA", {**OURS, "quantization": "nf4"}),
-    "ours-nf4-nogc": ("ours: NF4 QLoRA without gradient checkpointing", {**OURS, "quantization": "nf4",
-                                                                       "gradient_checkpointing": "false"}),
-    "ours-bf16": ("ours: bf16 LoRA fast mode, trainer defaults on CUDA", {**OURS, "quantization": "none"}),
-    "ours-bf16-dropout0": ("ours: bf16 fast mode, LoRA dropout 0", {**OURS, "quantization": "none",
-                                                                     "lora_dropout": 0.0}),
-    "ours-bf16-noliger": ("lever check: bf16 fast mode without Liger kernels", {**OURS, "quantization": "none",
-                                                                               "liger": "off"}),
+BF16 = {**OURS, "quantization": "none"}
+NF4 = {**OURS, "quantization": "nf4"}
+# name -> (what it is, trainer overrides, the prediction written before measuring it). Predictions are against
+# the recipe named in them, on the steady per-step rate (steps 3..N), same card, same run.
+RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
+    "seed": ("the seed's recipe (baseline)", SEED, "the baseline: ≈ 4.3 k tok/s steady on an H200 (bf16 compute)"),
+    "ours-nf4": ("ours: NF4 QLoRA, trainer defaults on CUDA", NF4,
+                 "≈ 13 k tok/s steady (H200 run: 11-14 k), ≈ 3× seed, peak ≈ 8 GiB"),
+    "ours-nf4-nogc": ("ours: NF4 QLoRA without gradient checkpointing",
+                      {**NF4, "gradient_checkpointing": "false"},
+                      "+30-40% over ours-nf4, peak > 12 GiB at 600-token batches (breaks the memory target)"),
+    "ours-nf4-b32": ("ours: NF4 QLoRA, checkpointing, micro-batch 32", {**NF4, "batch_size": 32},
+                     "+10-20% over ours-nf4 (bigger matmuls on the dequantised weights), peak 11-13 GiB: counts only "
+                     "if ≤ 12 GiB; half the optimiser steps, so a higher validation loss than ours-nf4"),
+    "ours-nf4-dropout0": ("ours: NF4 QLoRA, checkpointing, LoRA dropout 0, batch 16", {**NF4, "lora_dropout": 0.0},
+                          "+3-8% over ours-nf4 (no dropout mask and copy on seven projections), peak -0.3 GiB, "
+                          "validation loss within ±0.02 of ours-nf4"),
+    "ours-bf16": ("ours: bf16 LoRA fast mode, trainer defaults on CUDA", BF16,
+                  "≈ 36 k tok/s steady (H200 run: 35-36 k), peak ≈ 31 GiB"),
+    "ours-bf16-b32": ("ours: bf16 fast mode, micro-batch 32 × 1, no checkpointing", {**BF16, "batch_size": 32},
+                      "+10-15% over ours-bf16 (GPU.md: 39 k → 46 k from batch 16 to 64), peak ≈ 2× ours-bf16 "
+                      "(55-60 GiB); half the optimiser steps, so compare its validation loss with ours-bf16-fast"),
+    "ours-bf16-fast": ("ours: bf16, LoRA dropout 0, micro-batch 32 (changes the seed's method: dropout 0)",
+                       {**BF16, "batch_size": 32, "lora_dropout": 0.0},
+                       "+5-10% over ours-bf16-b32 (peft skips the dropout copy of each projection input), peak "
+                       "-10-15%; validation loss within ±0.02 of ours-bf16-b32 (same batches, same steps)"),
+    "ours-bf16-dropout0": ("ours: bf16 fast mode, LoRA dropout 0", {**BF16, "lora_dropout": 0.0},
+                           "+3-8% over ours-bf16, validation loss within ±0.02"),
+    "ours-bf16-compile": ("ours: bf16 fast mode, training step compiled (torch_compile true)",
+                          {**BF16, "torch_compile": "true"},
+                          "+10-20% steady over ours-bf16, but the first 2-3 steps pay for compiling and recompiling "
+                          "(variable lengths), so the whole-window rate may be lower; graph breaks at peft/Liger "
+                          "may eat the gain"),
+    "ours-bf16-packed": ("ours: bf16, padding-free best-fit packing (16 rows of ≤ max_seq_len per step, one "
+                         "flattened row to the kernel), flex_attention, one epoch",
+                         {**BF16, "packing": True, "attn_implementation": "flex_attention",
+                          "group_by_length": "false"},
+                         "+15-30% steady over ours-bf16 (no padding, ≈ 16 k tokens per step like b32), peak ≈ "
+                         "ours-bf16; first steps slow (FlexAttention kernel compile); fewer steps (one epoch ≈ 10), "
+                         "so a higher validation loss"),
+    "ours-bf16-noliger": ("lever check: bf16 fast mode without Liger kernels", {**BF16, "liger": "off"},
+                          "-15% against ours-bf16 (GPU.md: Liger +17%)"),
     "ours-bf16-random": ("lever check: bf16 fast mode with random (not length-grouped) batches",
-                         {**OURS, "quantization": "none", "group_by_length": "false"}),
+                         {**BF16, "group_by_length": "false"}, "-15-25% against ours-bf16 (more padding)"),
 }
 DEFAULT_RECIPES = "seed,ours-nf4,ours-bf16,ours-nf4-nogc,ours-bf16-random"
+
+
+STEADY_FROM = 3
+"""The steady-state rate is the median of the per-step rates of steps 3..N (steps 1-2: start-up, autotuning, compiling)."""
 
 
 @dataclass
@@ -77,6 +121,9 @@ class Result:
     recipe: str
     ok: bool
     tokens_per_s: float | None = None
+    steady_tokens_per_s: float | None = None
+    step_rates: list[float] = field(default_factory=list)
+    """Per-step tok/s of steps 2..N (each from the step before it), as logged."""
     peak_gib: float | None = None
     first_loss: float | None = None
     eval_loss: float | None = None
@@ -84,16 +131,58 @@ class Result:
     steps: int = 0
     runtime: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The run's trainer config (from its adapter card)."""
+    notes: str = ""
+    """What this run changed against the recipe (a CPU check maps CUDA-only settings)."""
 
 
-def cpu_variant(overrides: dict[str, Any]) -> dict[str, Any]:
-    """The same recipe as far as a CPU allows (only for checking the script: fp16 and paged AdamW need CUDA)."""
+def cpu_variant(overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The same recipe as far as a CPU allows, and a note per change (only for checking the script).
+
+    fp16 autocast, paged AdamW, Liger kernels and FlexAttention training need CUDA; compiling is left
+    off because it would cost minutes on a 2-core CPU and prove nothing about the GPU.
+    """
     out = dict(overrides)
+    notes = []
     if out.get("precision") == "fp16":
         out["precision"] = "bf16"
+        notes.append("fp16 → bf16 on CPU")
     if out.get("optim") == "paged_adamw_8bit":
         out["optim"] = "adamw_torch"
-    return out
+        notes.append("paged_adamw_8bit → adamw_torch on CPU")
+    if out.get("liger") == "on":
+        out["liger"] = "off"
+        notes.append("liger off on CPU")
+    if out.get("torch_compile") == "true":
+        out["torch_compile"] = "false"
+        notes.append("torch.compile skipped on CPU")
+    if out.get("attn_implementation") == "flex_attention":
+        out["attn_implementation"] = "sdpa"
+        notes.append("flex_attention → sdpa on CPU (no FlexAttention backward there)")
+    return out, notes
+
+
+def step_rates(train: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(step, tok/s) for every logged step after the first: num_tokens delta / elapsed_s delta from the line before.
+
+    ``train`` are metrics.jsonl ``train`` lines with ``num_tokens`` (cumulative) and ``elapsed_s``; a step
+    whose time did not advance is left out rather than divided by zero.
+    """
+    rates = []
+    for before, after in zip(train, train[1:]):
+        seconds = after["elapsed_s"] - before["elapsed_s"]
+        if seconds > 0:
+            rates.append((after["step"], (after["num_tokens"] - before["num_tokens"]) / seconds))
+    return rates
+
+
+def steady_tokens_per_s(train: list[dict[str, Any]], first_step: int = STEADY_FROM) -> float | None:
+    """The median per-step tok/s over steps ``first_step``..N (None when no such step was logged)."""
+    import statistics
+
+    rates = [rate for step, rate in step_rates(train) if step >= first_step]
+    return statistics.median(rates) if rates else None
 
 
 def sample_records(train_file: Path, n: int, seed: int = 0) -> list[str]:
@@ -133,6 +222,8 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     train = [r for r in records if r.get("event") == "train" and r.get("num_tokens") is not None]
     evals = [r for r in records if r.get("event") == "eval" and r.get("eval_loss") is not None]
     out: dict[str, Any] = {"steps": train[-1]["step"] if train else 0}
+    out["step_rates"] = [round(rate, 1) for _, rate in step_rates(train)]
+    out["steady_tokens_per_s"] = steady_tokens_per_s(train)
     if len(train) >= 2:
         first, last = train[0], train[-1]
         seconds = last["elapsed_s"] - first["elapsed_s"]
@@ -153,8 +244,11 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
     from trainer.train import train
 
     overrides = dict(RECIPES[recipe][1])
+    notes: list[str] = []
     if args.device == "cpu":
-        overrides = cpu_variant(overrides)
+        overrides, notes = cpu_variant(overrides)
+        for note in notes:
+            print(f"# {arch} / {recipe}: {note}", file=sys.stderr, flush=True)
     processes = max(args.processes, 1)
     steps_batch = overrides["batch_size"] * overrides["gradient_accumulation_steps"] * processes
     values = {
@@ -174,6 +268,9 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
         "lr_scheduler_type": "constant",
         **overrides,
     }
+    if overrides.get("packing"):
+        # A packed batch holds a varying number of examples: train exactly one epoch over the same examples.
+        values["max_steps"] = -1
     shutil.rmtree(values["output_dir"], ignore_errors=True)  # a rerun in the same scratch folder starts afresh
     gc.collect()
     if args.device == "cuda":
@@ -181,18 +278,30 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     if args.processes:
-        return _run_in_processes(arch, recipe, values, args.processes, t0)
+        res = _run_in_processes(arch, recipe, values, args.processes, t0)
+        res.notes = "; ".join(notes)
+        return res
     try:
         result = train(load_config(None, values))
     except Exception as exc:  # one failing recipe must not cost the others their numbers
         traceback.print_exc()
-        return Result(arch, recipe, ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+        return Result(arch, recipe, ok=False, error=f"{type(exc).__name__}: {exc}"[:300], notes="; ".join(notes))
     wall = time.perf_counter() - t0
     measured = read_run(result.run_dir)
     runtime = result.card.get("runtime", {})
+    config = result.card.get("config", {})
     del result
     gc.collect()
-    return Result(arch, recipe, ok=True, wall_s=wall, runtime=runtime, **measured)
+    return Result(arch, recipe, ok=True, wall_s=wall, runtime=runtime, config=config, notes="; ".join(notes),
+                  **measured)
+
+
+def trainer_flags(values: dict[str, Any]) -> list[str]:
+    """``python -m trainer`` flags for config ``values`` (``--max_steps=-1``: a negative value must not look like a flag)."""
+    flags = []
+    for key, value in values.items():
+        flags.append(f"--{key}={','.join(value) if isinstance(value, list) else value}")
+    return flags
 
 
 def _run_in_processes(arch: str, recipe: str, values: dict[str, Any], processes: int, t0: float) -> Result:
@@ -201,9 +310,7 @@ def _run_in_processes(arch: str, recipe: str, values: dict[str, Any], processes:
 
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
                 if processes > 1 else [sys.executable])
-    argv = [*launcher, "-m", "trainer"]
-    for key, value in values.items():
-        argv += [f"--{key}", ",".join(value) if isinstance(value, list) else str(value)]
+    argv = [*launcher, "-m", "trainer", *trainer_flags(values)]
     run_dir = Path(values["output_dir"])
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     log = run_dir.parent / f"{run_dir.name}.log"
@@ -213,7 +320,7 @@ def _run_in_processes(arch: str, recipe: str, values: dict[str, Any], processes:
         return Result(arch, recipe, ok=False, error=f"exit {rc}: " + log.read_text()[-300:].replace("\n", " "))
     card = json.loads((run_dir / "adapter" / "adapter_card.json").read_text())
     return Result(arch, f"{recipe} ×{processes} proc", ok=True, wall_s=time.perf_counter() - t0,
-                  runtime=card.get("runtime", {}), **read_run(run_dir))
+                  runtime=card.get("runtime", {}), config=card.get("config", {}), **read_run(run_dir))
 
 
 def machine_info(device: str) -> list[str]:
@@ -239,26 +346,64 @@ def machine_info(device: str) -> list[str]:
     return lines
 
 
+def _recipe_text(rt: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """One cell describing what a run actually used (from its adapter card's runtime and config)."""
+    parts = [f"{rt.get('base_dtype')}, {rt.get('precision')}, {rt.get('optim')}",
+             f"checkpointing {'on' if rt.get('gradient_checkpointing') else 'off'}",
+             f"liger {'on' if rt.get('liger') else 'off'}",
+             f"{'grouped' if rt.get('group_by_length') else 'random'} batches"]
+    if cfg.get("batch_size") is not None:
+        parts.append(f"batch {cfg['batch_size']} × {cfg.get('gradient_accumulation_steps', 1)}")
+    if cfg.get("lora_dropout") is not None:
+        parts.append(f"dropout {cfg['lora_dropout']:g}")
+    if rt.get("attn_implementation") and rt.get("attn_implementation") != "sdpa":
+        parts.append(str(rt["attn_implementation"]))
+    if cfg.get("packing"):
+        parts.append("packed")
+    if rt.get("torch_compile"):
+        parts.append("compiled")
+    return ", ".join(parts)
+
+
 def table(results: list[Result], *, seed_job: tuple[int, int, int] = SEED_JOB) -> str:
-    rows = ["| architecture | recipe | runtime | non-padding tokens/s | vs seed | peak GiB | first-step loss | "
-            "validation loss after | seed-size job, projected |",
-            "|" + " --- |" * 9]
-    baseline = {r.arch: r.tokens_per_s for r in results if r.recipe.split(" ")[0] == "seed" and r.ok and r.tokens_per_s}
+    """The results as a markdown table: whole-window and steady-state rates, each against the seed of the same run."""
+    rows = ["| architecture | recipe | runtime | steps | non-padding tok/s (steps 1→N) | steady tok/s (median, steps "
+            f"{STEADY_FROM}…N) | steady vs seed | peak GiB | first-step loss | validation loss after | "
+            "seed-size job at the steady rate |",
+            "|" + " --- |" * 11]
+    baseline = {r.arch: r.steady_tokens_per_s for r in results
+                if r.recipe.split(" ")[0] == "seed" and r.ok and r.steady_tokens_per_s}
     job_tokens = seed_job[0] * seed_job[1] * seed_job[2]
+    fmt = lambda x, spec: format(x, spec) if x is not None else "n/a"  # noqa: E731
     for r in results:
         if not r.ok:
-            rows.append(f"| {r.arch} | {r.recipe} | failed: {r.error} | | | | | | |")
+            rows.append(f"| {r.arch} | {r.recipe} | failed: {r.error} | | | | | | | | |")
             continue
-        rt = r.runtime
-        desc = (f"{rt.get('base_dtype')}, {rt.get('precision')}, {rt.get('optim')}, "
-                f"checkpointing {'on' if rt.get('gradient_checkpointing') else 'off'}, "
-                f"liger {'on' if rt.get('liger') else 'off'}, {'grouped' if rt.get('group_by_length') else 'random'} batches")
-        tps = r.tokens_per_s
-        ratio = f"{tps / baseline[r.arch]:.2f}×" if tps and baseline.get(r.arch) else "n/a"
-        proj = f"{job_tokens / tps / 60:.1f} min" if tps else "n/a"
-        fmt = lambda x, spec: format(x, spec) if x is not None else "n/a"  # noqa: E731
-        rows.append(f"| {r.arch} | {r.recipe} | {desc} | {fmt(tps, ',.0f')} | {ratio} | {fmt(r.peak_gib, '.1f')} | "
-                    f"{fmt(r.first_loss, '.3f')} | {fmt(r.eval_loss, '.3f')} | {proj} |")
+        desc = _recipe_text(r.runtime, r.config)
+        if r.notes:
+            desc += f" ({r.notes})"
+        steady = r.steady_tokens_per_s
+        ratio = f"{steady / baseline[r.arch]:.2f}×" if steady and baseline.get(r.arch) else "n/a"
+        proj = f"{job_tokens / steady / 60:.1f} min" if steady else "n/a"
+        rows.append(f"| {r.arch} | {r.recipe} | {desc} | {r.steps} | {fmt(r.tokens_per_s, ',.0f')} | "
+                    f"{fmt(steady, ',.0f')} | {ratio} | {fmt(r.peak_gib, '.1f')} | {fmt(r.first_loss, '.3f')} | "
+                    f"{fmt(r.eval_loss, '.3f')} | {proj} |")
+    return "\n".join(rows)
+
+
+def step_table(results: list[Result]) -> str:
+    """Every run's per-step rates (steps 2..N), so a slow step or a partial last batch shows."""
+    rows = ["| architecture | recipe | per-step tok/s, steps 2…N |", "| --- | --- | --- |"]
+    for r in results:
+        if r.ok:
+            rows.append(f"| {r.arch} | {r.recipe} | {' · '.join(f'{x:,.0f}' for x in r.step_rates)} |")
+    return "\n".join(rows)
+
+
+def prediction_table(recipes: list[str]) -> str:
+    """The written prediction of each recipe (made before measuring it)."""
+    rows = ["| recipe | what it is | prediction |", "| --- | --- | --- |"]
+    rows += [f"| {name} | {RECIPES[name][0]} | {RECIPES[name][2]} |" for name in recipes]
     return "\n".join(rows)
 
 
@@ -326,15 +471,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# {arch} / {recipe}: {RECIPES[recipe][0]}", file=sys.stderr, flush=True)
         res = run_recipe(arch, recipe, model_dir, data_dir, runs_root, args)
         results.append(res)
-        print(f"# {arch} / {recipe}: {res.tokens_per_s or 0:,.0f} tok/s, peak {res.peak_gib or 0:.1f} GiB, "
+        print(f"# {arch} / {recipe}: {res.tokens_per_s or 0:,.0f} tok/s, steady {res.steady_tokens_per_s or 0:,.0f}, peak {res.peak_gib or 0:.1f} GiB, "
               f"eval loss {res.eval_loss}, wall {res.wall_s or 0:.1f} s {res.error}", file=sys.stderr, flush=True)
-        text = "\n".join(info + [header, "", table(results)]) + "\n"
+        text = "\n".join(info + [header, "", table(results), "", step_table(results), "",
+                                 prediction_table(recipes)]) + "\n"
         (out / "bench_training.md").write_text(text)
         (out / "results.json").write_text(json.dumps([r.__dict__ for r in results], indent=2, default=str))
         metrics = runs_root / f"{arch}-{recipe}" / "metrics.jsonl"
         if metrics.is_file():
             shutil.copy2(metrics, out / f"{arch}-{recipe}.metrics.jsonl")
-    print("\n" + table(results))
+    print("\n" + table(results) + "\n\n" + step_table(results) + "\n\n" + prediction_table(recipes))
     print(f"\nseed-size job: {SEED_JOB[0]} examples x {SEED_JOB[1]} epochs x {SEED_JOB[2]} tokens; "
           f"total {time.monotonic() - started:.0f} s", flush=True)
 

@@ -64,10 +64,14 @@ class TrainConfig:
     base_dtype: str = _f(AUTO, "Storage dtype of a non-quantised base: auto (bf16 on CUDA when computing in "
                          "bf16 -- the fast LoRA mode --, fp32 otherwise), float32 or bfloat16.",
                          choices=(AUTO, "float32", "bfloat16"))
-    attn_implementation: str = _f(AUTO, "Attention kernel: auto (sdpa), sdpa, eager, flash_attention_2.",
-                                  choices=(AUTO, "sdpa", "eager", "flash_attention_2"))
+    attn_implementation: str = _f(AUTO, "Attention kernel: auto (sdpa), sdpa, eager, flash_attention_2 (needs the "
+                                  "flash-attn package), flex_attention (torch's block-sparse FlexAttention, CUDA only "
+                                  "for training: torch has no FlexAttention backward on CPU).",
+                                  choices=(AUTO, "sdpa", "eager", "flash_attention_2", "flex_attention"))
     liger: str = _f(AUTO, "Liger kernels (RoPE, RMSNorm, SwiGLU): auto (on with CUDA when liger-kernel is "
                     "installed), on, off.", choices=(AUTO, "on", "off"))
+    torch_compile: str = _f(AUTO, "Compile the training step with torch.compile (the first steps pay for compiling): "
+                            "auto (off until measured to pay), true, false.", choices=(AUTO, "true", "false"))
     # -- LoRA ----------------------------------------------------------------------------------
     lora_r: int = _f(16, "LoRA rank r (each adapted d_out x d_in weight gets r x (d_in + d_out) trainable values).")
     lora_alpha: float = _f(32.0, "LoRA scaling numerator (scale = alpha / r).")
@@ -81,8 +85,11 @@ class TrainConfig:
                           "(and counted), never cut, so every target keeps its final answer.")
     group_by_length: str = _f(AUTO, "Batch examples of similar token length together (less padding; batches stay "
                               "shuffled in groups): auto (on with CUDA), true, false.", choices=(AUTO, "true", "false"))
-    packing: bool = _f(False, "Padding-free best-fit packing of examples (needs attn_implementation "
-                       "flash_attention_2, which keeps packed examples from attending to each other).")
+    packing: bool = _f(False, "Padding-free best-fit packing of examples: each batch becomes one row with position "
+                       "ids restarting at every example, and transformers (>= 5) builds from them a mask that keeps "
+                       "packed examples from attending to each other with every attention kernel (flex_attention: "
+                       "block-sparse, the fast path on CUDA; sdpa/eager: a dense mask over the whole row, correct "
+                       "but quadratic in the batch's tokens; flash_attention_2: varlen).")
     # -- optimisation --------------------------------------------------------------------------
     num_epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0).")
     max_steps: int = _f(-1, "Stop after this many optimiser steps (-1: use num_epochs).")
@@ -270,10 +277,9 @@ def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
             need(cfg.save_steps % cfg.eval_steps == 0,
                  f"early_stopping_patience: save_steps ({cfg.save_steps}) must be a multiple of eval_steps "
                  f"({cfg.eval_steps}) so the best checkpoint exists")
-    if cfg.packing:
-        need(cfg.attn_implementation == "flash_attention_2",
-             "packing: needs attn_implementation flash_attention_2 (other kernels would let packed examples "
-             "attend to each other)")
+    if cfg.device == "cpu" and cfg.attn_implementation == "flex_attention":
+        problems.append("attn_implementation: flex_attention cannot train on CPU (torch has no FlexAttention "
+                        "backward there); use sdpa on CPU")
     if cfg.quantization == "nf4" and cfg.base_dtype == "bfloat16":
         problems.append("base_dtype: does not apply with quantization nf4 (leave it at auto)")
     if cfg.optim == "paged_adamw_8bit" and cfg.device == "cpu":

@@ -17,6 +17,7 @@ learn). :func:`disable_bnb_cpu_packing` turns that path off on every ``Linear4bi
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,8 @@ class Runtime:
     attn_implementation: str
     group_by_length: bool = False
     """Length-grouped batches (less padding)."""
+    torch_compile: bool = False
+    """The training step compiled with torch.compile (SFTConfig ``torch_compile``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,11 +152,18 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     attn = "sdpa" if cfg.attn_implementation == AUTO else cfg.attn_implementation
     if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         problems.append("attn_implementation: flash_attention_2 needs the flash-attn package")
+    if attn == "flex_attention" and device == "cpu" and cfg.device != "cpu":  # device cpu: the config said so already
+        problems.append("attn_implementation: flex_attention cannot train on CPU (torch has no FlexAttention "
+                        "backward there); use sdpa on CPU")
+
+    # auto stays off until a measurement on the card shows compiling pays for itself (docs/BENCHMARKS.md).
+    torch_compile = cfg.torch_compile == "true"
 
     if problems:
         raise ConfigError(problems)
     name = torch.cuda.get_device_name(0) if cuda else cpu_name()
-    return Runtime(device, name, quantization, precision, base_dtype, optim, gc, liger, attn, group_by_length)
+    return Runtime(device, name, quantization, precision, base_dtype, optim, gc, liger, attn, group_by_length,
+                   torch_compile)
 
 
 def cpu_name() -> str:
@@ -228,6 +238,10 @@ def load_training_model(
         raise ModelError(f"The tokenizer of {base.identity} has no chat template; the trainer needs one "
                          "(use an instruction-tuned base model).")
     kwargs: dict[str, Any] = {"attn_implementation": rt.attn_implementation}
+    if rt.device == "cuda":
+        # Under torchrun each process owns GPU LOCAL_RANK: load there (the Trainer would only set it later, and
+        # a 4-bit model cannot be moved once loaded).
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0") or 0))
     compute_dtype = getattr(torch, PRECISION_DTYPE[rt.precision])
     if rt.quantization == "nf4":
         from transformers import BitsAndBytesConfig

@@ -171,9 +171,12 @@ def _sft_config(cfg: TrainConfig, rt: Any, run_dir: Path, *, has_eval: bool) -> 
         train_sampling_strategy="group_by_length" if rt.group_by_length else "random",
         report_to=targets or "none",
         max_length=cfg.max_seq_len,
+        # Packing: best-fit rows of max_seq_len, flattened padding-free into one row per batch with position ids
+        # restarting at every example; transformers turns those restarts into a per-example causal mask.
         packing=cfg.packing,
         packing_strategy="bfd",
         padding_free=cfg.packing,
+        torch_compile=rt.torch_compile,
         completion_only_loss=True,  # loss on the assistant's completion only, never on the prompt
         dataloader_num_workers=0,
         disable_tqdm=not sys.stderr.isatty(),
@@ -283,7 +286,7 @@ def _train(
     rt = resolve_runtime(cfg)
     log(f"runtime: {rt.device} ({rt.device_name}), quantization {rt.quantization}, precision {rt.precision}, "
         f"base weights {rt.base_dtype}, optimiser {rt.optim}, gradient checkpointing {rt.gradient_checkpointing}, "
-        f"liger {rt.liger}")
+        f"liger {rt.liger}, attention {rt.attn_implementation}, torch.compile {rt.torch_compile}")
     train_set: ExampleSet = load_examples(Path(cfg.train_file))
     eval_set: ExampleSet | None = load_examples(Path(cfg.eval_file)) if cfg.eval_file != NO_EVAL else None
 

@@ -69,7 +69,8 @@ def test_invalid_config_lists_every_problem(tmp_path, data_dir):
             "--learning_rate", "-1",
             "--quantization", "int3",
             "--train_file", str(tmp_path / "missing.jsonl"),
-            "--packing", "true",
+            "--torch_compile", "maybe",
+            "--device", "cpu", "--attn_implementation", "flex_attention",
             "--early_stopping_patience", "2", "--eval_steps", "10", "--save_steps", "15",
             "--report_to", "carrier-pigeon",
         ])
@@ -77,11 +78,34 @@ def test_invalid_config_lists_every_problem(tmp_path, data_dir):
     text = "\n".join(problems)
     for expected in ("unknown setting 'lora_rank'", "lora_r: expected", "batch_size", "lora_dropout",
                      "learning_rate", "quantization: must be one of", "missing.jsonl does not exist",
-                     "packing: needs attn_implementation", "save_steps (15) must be a multiple of eval_steps",
+                     "torch_compile: must be one of auto, true, false; got 'maybe'",
+                     "flex_attention cannot train on CPU", "save_steps (15) must be a multiple of eval_steps",
                      "report_to: unknown target"):
         assert expected in text, f"{expected!r} not reported in:\n{text}"
     assert len(problems) >= 10
     assert "(10 problems)" in str(info.value) or f"({len(problems)} problems)" in str(info.value)
+
+
+def test_torch_compile_and_packing_options(tmp_path, data_dir):
+    """torch_compile takes auto/true/false (YAML booleans too); packing is accepted with every attention kernel."""
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text(f"work_dir: {data_dir.parent}\ntorch_compile: true\npacking: true\n")
+    cfg = load_config(yaml_file)
+    assert cfg.torch_compile == "true" and cfg.packing is True and cfg.attn_implementation == "auto"
+    assert TrainConfig().torch_compile == "auto"
+    for attn in ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2"):
+        assert not validate(TrainConfig(packing=True, attn_implementation=attn, device="cuda"), check_files=False), attn
+    assert not validate(TrainConfig(packing=True, device="cpu"), check_files=False)  # sdpa packs correctly on CPU
+    problems = validate(TrainConfig(torch_compile="yes please", attn_implementation="flash", device="cpu"),
+                        check_files=False)
+    assert any(p.startswith("torch_compile: must be one of auto, true, false") for p in problems)
+    assert any(p.startswith("attn_implementation: must be one of") and "flex_attention" in p for p in problems)
+
+
+def test_help_lists_the_new_options():
+    parser_help = build_parser().format_help()
+    assert "--torch_compile {auto,true,false}" in parser_help
+    assert "flex_attention" in parser_help
 
 
 def test_unknown_key_suggests_the_field():

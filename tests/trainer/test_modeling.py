@@ -24,6 +24,27 @@ def test_cpu_auto_runtime_is_lora_on_fp32_with_bf16_autocast():
     assert nf4.base_dtype == "nf4" and nf4.gradient_checkpointing is True and nf4.optim == "adamw_torch"
 
 
+def test_torch_compile_resolves_off_unless_asked_and_reaches_sft_config(tmp_path, data_dir):
+    from trainer.train import _sft_config
+
+    assert resolve_runtime(TrainConfig(device="cpu")).torch_compile is False  # auto: off until measured
+    cfg = TrainConfig(device="cpu", torch_compile="true", work_dir=str(data_dir.parent))
+    rt = resolve_runtime(cfg)
+    assert rt.torch_compile is True and rt.to_dict()["torch_compile"] is True  # recorded in the adapter card
+    assert _sft_config(cfg, rt, tmp_path, has_eval=False).torch_compile is True
+    off = TrainConfig(device="cpu", torch_compile="false", work_dir=str(data_dir.parent))
+    assert _sft_config(off, resolve_runtime(off), tmp_path, has_eval=False).torch_compile is False
+
+
+def test_flex_attention_is_refused_when_auto_lands_on_cpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("device auto is CUDA here")
+    with pytest.raises(ConfigError, match="flex_attention cannot train on CPU"):
+        resolve_runtime(TrainConfig(attn_implementation="flex_attention"))
+
+
 def test_runtime_rejects_what_this_machine_cannot_do():
     with pytest.raises(ConfigError) as info:
         resolve_runtime(TrainConfig(device="cpu", optim="paged_adamw_8bit", precision="fp16", liger="on"))
