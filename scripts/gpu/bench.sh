@@ -5,7 +5,7 @@
 #   bash scripts/gpu/bench.sh generation   # next call, same warm machine (or a fresh one: it unpacks again)
 #   bash scripts/gpu/bench.sh ddp          # on nvidia-h100-x2: 1 process vs 2 DDP processes, same recipe
 #   bash scripts/gpu/bench.sh sweep        # on nvidia-h100-x2: two recipe lists at once, one per GPU
-#   bash scripts/gpu/bench.sh gputests     # the CUDA tests of the trainer (pytest -m gpu tests/trainer)
+#   bash scripts/gpu/bench.sh gputests     # the CUDA tests (pytest -m gpu: the trainer and the compiled decoder step)
 #
 # .gpu/bench holds the extra Python packages (site.tar.xz: trl, datasets, bitsandbytes with its CUDA 13
 # kernels, liger-kernel, ...), the prepared data (data.tar.xz of .work/data) and the embedded model's
@@ -66,8 +66,8 @@ case "$what" in
       if grep -q '^| recipe |' "$OUT/sweep-$gpu.out"; then cat "$OUT/sweep-$gpu.out"; else cat "$OUT/sweep-$gpu/bench_training.md"; fi
     done
     ;;
-  gputests)  # the CUDA tests (skipped on the CPU machine): fp16 seed recipe, NF4, packing with flex_attention
-    timeout "${TESTS_S:-420}" python3 -m pytest -m gpu -x -q -p no:cacheprovider tests/trainer > "$OUT/gputests.out" 2>&1
+  gputests)  # the CUDA tests (skipped on the CPU machine): fp16 seed recipe, NF4, packing with flex_attention, the compiled decoder step
+    timeout "${TESTS_S:-420}" python3 -m pytest -m gpu -q -p no:cacheprovider ${TEST_PATHS:-tests/trainer tests/core/test_decoder.py} > "$OUT/gputests.out" 2>&1
     echo "pytest -m gpu exit $?"
     tail -40 "$OUT/gputests.out"
     ;;
