@@ -127,6 +127,8 @@ def get_served_model(
     card = model_lib.read_adapter_card(served_dir) if served_dir else None
     plan = inference.serving_plan(dev)
     inference.prepare_for_serving(mdl, plan, adapter_dir=served_dir)
+    if dev == "cpu":
+        inference.set_decode_threads(mdl, settings.serving_threads)
     inference.warm_up(mdl, tok)
     return ServedModel(mdl, tok, base, served_dir, card, dev, plan, adapter_problem=problem,
                        requested_adapter=adapter_dir.name if adapter_dir else None)

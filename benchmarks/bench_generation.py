@@ -104,7 +104,10 @@ def measure(method: Method, new_tokens: int, *, cpu_time: bool = False) -> Sampl
     import torch
 
     if method.threads:
+        from core.inference import set_decode_threads
+
         torch.set_num_threads(method.threads)
+        set_decode_threads(method.model, method.threads)  # where the model decodes: its worker thread
     stats, cpu = _run(method, new_tokens)
     cpu_rate = None
     if cpu_time:  # decoding CPU time = whole request minus a prompt-only request
@@ -183,10 +186,8 @@ def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     t0 = time.perf_counter()
     served, _ = load(plan)
     print(f"# load + merge + serving plan ({plan.describe()}): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    decoder = inference.decoder_for(served)
-    used = "none (generate)" if decoder is None else (
-        "4-bit native base + unmerged LoRA" if decoder.module.layers[0].qkv.int4 is not None else "int8")
-    print(f"# lean decoder decoding weights: {used}", file=sys.stderr)
+    used = inference.describe_served(served, plan)
+    print(f"# served as: {used}", file=sys.stderr)
     texts = quality_texts(settings.prepared_dir)
     if args.device == "cpu" and args.quality_texts:
         texts = texts[: args.quality_texts]
@@ -201,7 +202,7 @@ def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
         methods.append(Method(f"bf16 weights{suffix}", bf16, tok, n, quality=quality[id(bf16)]))
         methods.append(Method(f"int8 weight-only, generate (previous plan){suffix}", int8_generate, tok, n,
                               quality=quality[id(int8_generate)]))
-        methods.append(Method(f"serving: {plan.describe()} [{used}]{suffix}", served, tok, n, quality=quality[id(served)]))
+        methods.append(Method(f"serving: {used}{suffix}", served, tok, n, quality=quality[id(served)]))
         if args.sampling:
             methods.append(
                 Method(f"serving, sampling T=0.7 top-p 0.9{suffix}", served, tok, n, 0.7, quality[id(served)])

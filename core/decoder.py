@@ -28,6 +28,7 @@ import functools
 import json
 import math
 import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -227,6 +228,20 @@ def _pack(grids: list[Grid]) -> Int4:
     return Int4(packed, scale_zero, lora_a, lora_b)
 
 
+def _cudagraph_thread_state() -> None:
+    """Give this thread the per-thread state torch.compile's CUDA graphs need (torch 2.11 asserts otherwise).
+
+    torch's CUDA-graph trees keep per-thread state that only the thread importing them (and autograd's
+    threads) receive in torch 2.11; the app decodes on a worker thread of its own. Newer torch (2.13)
+    sets the state up on first use in any thread, which is what this does for older versions.
+    """
+    from torch._inductor import cudagraph_trees
+
+    local = getattr(cudagraph_trees, "local", None)
+    if local is not None and not hasattr(local, "tree_manager_containers") and hasattr(cudagraph_trees, "_initialize_tls"):
+        cudagraph_trees._initialize_tls(local)
+
+
 @functools.cache
 def _module_class() -> Any:
     """The decoder's ``nn.Module`` class, built lazily (this module imports without torch)."""
@@ -305,16 +320,23 @@ def _module_class() -> Any:
                 cos, sin = inner.rotary_emb(torch.zeros(1, device=self.device, dtype=self.dtype), positions)
             self.register_buffer("cos", cos[0].contiguous(), persistent=False)  # (max_len, head_dim)
             self.register_buffer("sin", sin[0].contiguous(), persistent=False)
-            shape = (len(self.layers), 1, self.n_kv, self.max_len, self.head_dim)
-            # fp32 on CPU: the single-query attention's products are faster there (see _attend_one).
+            # One cache buffer per layer (a write into a view of one shared buffer makes the compiled step
+            # copy the whole buffer: measured 1 ms per token on the 1B model). fp32 on CPU: the single-query
+            # attention's products are faster there (see _attend_one).
+            shape = (1, self.n_kv, self.max_len, self.head_dim)
             cache_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
-            self.register_buffer("k_cache", torch.zeros(shape, device=self.device, dtype=cache_dtype), persistent=False)
-            self.register_buffer("v_cache", torch.zeros(shape, device=self.device, dtype=cache_dtype), persistent=False)
+            for layer in self.layers:
+                layer.register_buffer("k_cache", torch.zeros(shape, device=self.device, dtype=cache_dtype), persistent=False)
+                layer.register_buffer("v_cache", torch.zeros(shape, device=self.device, dtype=cache_dtype), persistent=False)
             self.register_buffer("slots", torch.arange(self.max_len, device=self.device), persistent=False)
+            # The compiled step's inputs live in fixed buffers: a CUDA graph replays reading these addresses.
+            self.register_buffer("step_ids", torch.zeros((1, 1), dtype=torch.long, device=self.device), persistent=False)
+            self.register_buffer("step_pos", torch.zeros((1,), dtype=torch.long, device=self.device), persistent=False)
             self.compiled = compile_step
             if compile_step:  # the cache is mutated in place by every replay: keep it at fixed addresses
-                torch._dynamo.mark_static_address(self.k_cache)
-                torch._dynamo.mark_static_address(self.v_cache)
+                for layer in self.layers:
+                    torch._dynamo.mark_static_address(layer.k_cache)
+                    torch._dynamo.mark_static_address(layer.v_cache)
             self._step: Callable[..., torch.Tensor] = (
                 torch.compile(self._static_step, mode="reduce-overhead", fullgraph=True) if compile_step else self._static_step
             )
@@ -347,20 +369,20 @@ def _module_class() -> Any:
             mask = None
             if decode and length is None:
                 mask = self.slots <= pos[-1]
-            for i, layer in enumerate(self.layers):
+            for layer in self.layers:
                 h = self._rms(x, layer.ln1).view(t, self.hidden)
                 q, k, v = layer.qkv(h, decode=decode).split((h_q * d, h_kv * d, h_kv * d), dim=-1)
                 q = self._rope(q.view(1, t, h_q, d).transpose(1, 2), cos, sin)
                 k = self._rope(k.view(1, t, h_kv, d).transpose(1, 2), cos, sin)
                 v = v.view(1, t, h_kv, d).transpose(1, 2)
-                self.k_cache[i].index_copy_(2, pos, k.to(self.k_cache.dtype))
-                self.v_cache[i].index_copy_(2, pos, v.to(self.v_cache.dtype))
+                layer.k_cache[:, :, pos] = k.to(layer.k_cache.dtype)
+                layer.v_cache[:, :, pos] = v.to(layer.v_cache.dtype)
                 if not decode:
                     att = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, enable_gqa=h_q != h_kv)
                 elif length is not None:
-                    att = self._attend_one(q, self.k_cache[i][:, :, :length], self.v_cache[i][:, :, :length])
+                    att = self._attend_one(q, layer.k_cache[:, :, :length], layer.v_cache[:, :, :length])
                 else:
-                    att = self._attend_one(q, self.k_cache[i], self.v_cache[i], mask=mask)
+                    att = self._attend_one(q, layer.k_cache, layer.v_cache, mask=mask)
                 x = x + layer.o(att.transpose(1, 2).reshape(t, h_q * d), decode=decode).view(1, t, self.hidden)
                 h = self._rms(x, layer.ln2).view(t, self.hidden)
                 gate, up = layer.gate_up(h, decode=decode).chunk(2, dim=-1)
@@ -387,8 +409,8 @@ def _module_class() -> Any:
             probs = torch.softmax(scores * (d**-0.5), dim=-1, dtype=torch.float32).to(values.dtype)
             return torch.bmm(probs, values[0]).reshape(1, h_q, 1, d).to(q.dtype)
 
-        def _static_step(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-            return self._forward(ids, pos, decode=True, length=None)
+        def _static_step(self) -> torch.Tensor:
+            return self._forward(self.step_ids, self.step_pos, decode=True, length=None)
 
         # -- public steps ------------------------------------------------------------------------
 
@@ -401,10 +423,13 @@ def _module_class() -> Any:
 
         def step(self, token: torch.Tensor, position: int) -> torch.Tensor:
             """Logits after ``token`` (shape (1,) or (1, 1), on the device) placed at ``position``."""
+            if self.compiled:
+                _cudagraph_thread_state()
+                self.step_ids.copy_(token.view(1, 1))
+                self.step_pos.fill_(position)
+                return self._step().clone()  # the CUDA graph's output is overwritten by the next replay
             ids = token.view(1, 1)
             pos = torch.full((1,), position, dtype=torch.long, device=self.device)
-            if self.compiled:
-                return self._step(ids, pos).clone()  # the CUDA graph's output is overwritten by the next replay
             return self._forward(ids, pos, decode=True, length=position + 1)
 
     def _fused(mods: list[Any], grids: list[Grid] | None) -> Proj:
@@ -475,6 +500,16 @@ class Decoder:
     @property
     def max_len(self) -> int:
         return int(self.module.max_len)
+
+    @property
+    def decoding_weights(self) -> str:
+        """What the decoding steps read: the 4-bit native base with the LoRA unmerged, int8, or the weights' dtype."""
+        first = self.module.layers[0].qkv
+        if first.int4 is not None:
+            return "4-bit native base + unmerged LoRA"
+        if first.int8 is not None:
+            return "int8"
+        return str(first.weight.dtype).removeprefix("torch.")
 
     def fits(self, prompt_tokens: int, max_new_tokens: int) -> bool:
         return prompt_tokens + max_new_tokens <= self.max_len
@@ -561,12 +596,11 @@ def build_decoder(
         decoder = Decoder(module, top_k=int(top_k) if top_k else None)
         cosine = check_against(decoder, model)
     except Exception as exc:  # noqa: BLE001 - any failure means: keep generate
-        say(f"lean decoder not used: {type(exc).__name__}: {exc}")
+        say(f"lean decoder not used: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-8)}")
         return None
     if cosine < MIN_COSINE:
         say(f"lean decoder not used: its logits differ from the model's (cosine {cosine:.5f} < {MIN_COSINE})")
         return None
-    weights = "4-bit base + LoRA" if native else "as prepared"
-    say(f"lean decoder ready (decoding weights {weights}, cache {max_len} tokens, compiled step: {compile_step}, "
+    say(f"lean decoder ready (decoding weights: {decoder.decoding_weights}, cache {max_len} tokens, compiled step: {compile_step}, "
         f"probe cosine {cosine:.6f})")
     return decoder

@@ -162,13 +162,43 @@ _WORKERS: "weakref.WeakKeyDictionary[Any, ThreadPoolExecutor]" = weakref.WeakKey
 _WORKERS_LOCK = threading.Lock()
 
 
+_CUDA_WORKER: ThreadPoolExecutor | None = None
+
+
 def _worker_for(model: Any) -> ThreadPoolExecutor:
+    """The thread that runs ``model``'s generations: its own on CPU, one shared by every CUDA model.
+
+    CUDA graphs recorded in one thread fail to record in a second thread of the same process (torch
+    2.11: an AssertionError in the CUDA-graph trees; seen on the GPU machine when a second model
+    compiled), so every compiled CUDA model records and replays on the same thread.
+    """
+    global _CUDA_WORKER
     with _WORKERS_LOCK:
+        try:
+            on_cuda = next(model.parameters()).device.type == "cuda"
+        except (AttributeError, StopIteration, TypeError):
+            on_cuda = False
+        if on_cuda:
+            if _CUDA_WORKER is None:
+                _CUDA_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate-cuda")
+            return _CUDA_WORKER
         pool = _WORKERS.get(model)
         if pool is None:
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
             _WORKERS[model] = pool
         return pool
+
+
+def set_decode_threads(model: Any, threads: int) -> None:
+    """Use ``threads`` torch threads where ``model`` decodes (CPU).
+
+    ``torch.set_num_threads`` acts on the calling thread (OpenMP keeps the count per thread), and
+    generation runs on the model's own worker thread: setting it anywhere else leaves that thread
+    with its own count (measured: 24-29 instead of 32-34 tokens/s with one thread on 2 cores).
+    """
+    import torch
+
+    _worker_for(model).submit(torch.set_num_threads, max(1, int(threads))).result()
 
 
 def _split(text: str, *, final: bool) -> tuple[str, str, bool]:
@@ -557,6 +587,18 @@ def decoder_for(model: Any) -> Any:
         return _DECODERS.get(model)
     except TypeError:  # not weak-referenceable (test doubles)
         return None
+
+
+def describe_served(model: Any, plan: ServingPlan | None) -> str:
+    """What really serves ``model`` (the plan's intent, minus what the model did not allow), for the page."""
+    if plan is None:
+        return "as loaded"
+    decoder = decoder_for(model)
+    if decoder is None:
+        return replace(plan, decoder=False, compile_decoder=False, int4_native=False).describe()
+    graph = ", step compiled to a CUDA graph" if decoder.module.compiled else ""
+    return f"lean decoder: {decoder.decoding_weights} decoding, {decoder.module.dtype} prompt pass{graph}".replace(
+        "torch.", "")
 
 
 def eos_ids(model: Any) -> set[int]:

@@ -286,7 +286,7 @@ if adapter_problem := served.adapter_problem:
         "Admin page. Runs made now are saved with no adapter.",
         icon=":material/warning:",
     )
-plan = served.plan.describe() if served.plan else "as loaded"
+plan = inference.describe_served(served.model, served.plan)
 st.caption(f"Base model: `{served.base.identity}` · adapter: `{served.adapter_name}` · {served.device}, {plan}")
 
 if st.session_state.cs_partial is not None:

@@ -88,7 +88,9 @@ def test_static_masked_step_equals_the_sliced_step():
     with torch.inference_mode():
         masked = [decoder.module.prefill(ids[:, :10])]
         for i in range(10, 30):
-            masked.append(decoder.module._static_step(ids[:, i : i + 1], torch.tensor([i])))
+            decoder.module.step_ids.copy_(ids[:, i : i + 1])
+            decoder.module.step_pos.fill_(i)
+            masked.append(decoder.module._static_step())
     assert torch.allclose(torch.cat(masked).float(), sliced, atol=1e-5)
 
 
@@ -356,3 +358,15 @@ def test_compiled_cuda_step_matches_transformers_and_eager_greedy():
     decoder.generate(ids[:, :10], max_new_tokens=24, temperature=0.0, top_p=1.0, should_stop=lambda: False,
                      on_token=got.append, eos=set())
     assert got == want_tokens
+
+
+def test_the_page_is_told_what_really_serves_the_model(grid_base_and_adapter):
+    base_dir, adapter_dir, _ = grid_base_and_adapter
+    plan = inference.serving_plan("cpu")
+    on_grid = inference.prepare_for_serving(_reload_merged(base_dir, adapter_dir), plan, adapter_dir=adapter_dir)
+    assert inference.describe_served(on_grid, plan).startswith("lean decoder: 4-bit native base + unmerged LoRA")
+    dense = inference.prepare_for_serving(_model(seed=14), plan)
+    assert inference.describe_served(dense, plan).startswith("lean decoder: int8 decoding")
+    refused = _model(seed=15, attention_bias=True)
+    inference.prepare_for_serving(refused, plan)
+    assert inference.describe_served(refused, plan) == ServingPlan("int8").describe()  # generate, int8

@@ -452,3 +452,18 @@ def test_cpu_serving_uses_the_thread_setting(base_and_adapter, resources_with, m
         monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
         assert Settings().serving_threads == expected
     assert Settings(torch_threads=6).serving_threads == 6
+
+
+def test_decode_threads_are_set_in_the_thread_that_decodes(tokenizer):
+    model = inference.prepare_for_serving(_tiny_model(len(tokenizer), seed=5), inference.serving_plan("cpu"))
+    worker = inference._worker_for(model)
+    before = torch.get_num_threads()
+    try:
+        inference.set_decode_threads(model, 1)
+        assert worker.submit(torch.get_num_threads).result() == 1
+        inference.set_decode_threads(model, 2)
+        assert worker.submit(torch.get_num_threads).result() == 2
+        inference.set_decode_threads(model, 0)  # nonsense is clamped to one thread
+        assert worker.submit(torch.get_num_threads).result() == 1
+    finally:
+        torch.set_num_threads(before)
