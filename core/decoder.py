@@ -6,8 +6,11 @@ builders, hooks, logits processors) and seven separate projections per layer. Th
 same Llama computation with the layer's q/k/v and gate/up projections fused into one matrix each,
 a plain tensor KV cache and nothing else (measured in docs/BENCHMARKS.md against ``generate``):
 
-- On CPU it decodes eagerly with the serving plan's int8 weights (one ``_weight_int8pack_mm`` per
-  fused projection) and prefills with the bf16 copies, exactly like the int8 ``generate`` path.
+- On CPU it decodes eagerly. When the base weights already lie on a 4-bit grid (the embedded model
+  is a dequantised GGUF Q4_1), :func:`native_int4` recovers those codes from the merged weights and
+  decoding reads them (``_weight_int4pack_mm_for_cpu``: half the bytes of int8, a smaller error) plus
+  the adapter's LoRA factors, unmerged; otherwise it uses the serving plan's int8 weights (one
+  ``_weight_int8pack_mm`` per fused projection). The prompt pass uses the bf16 copies.
 - On CUDA the one-token step has fixed shapes (the cache is used whole, with a mask) and is compiled
   with ``torch.compile(mode="reduce-overhead")``, i.e. replayed as one CUDA graph per token; the
   prompt runs eagerly.
