@@ -102,7 +102,7 @@ def valid_configs(draw):
     # Combinations the validator refuses on purpose (see trainer.config.validate).
     if values["device"] == "cpu":
         values["precision"] = "fp32" if values["precision"] == "fp16" else values["precision"]
-        if values["attn_implementation"] == "flash_attention_2":
+        if values["attn_implementation"] in ("flash_attention_2", "flex_attention"):  # no CPU training path
             values["attn_implementation"] = "sdpa"
     if values["quantization"] == "nf4" and values.get("base_dtype") == "bfloat16":
         values["base_dtype"] = "auto"
