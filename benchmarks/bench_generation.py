@@ -189,7 +189,7 @@ def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     used = inference.describe_served(served, plan)
     print(f"# served as: {used}", file=sys.stderr)
     texts = quality_texts(settings.prepared_dir)
-    if args.device == "cpu" and args.quality_texts:
+    if args.quality_texts:
         texts = texts[: args.quality_texts]
     quality = {id(m): top1_agreement(m, fp32, tok, texts) for m in (fp32, bf16, int8_generate, served)}
     print(f"# top-1 agreement measured on {len(texts)} text(s), first {QUALITY_TOKENS} tokens each", file=sys.stderr)

@@ -1,20 +1,22 @@
 """Streaming generation for the case study: one case in, a stream of reasoning / final-answer events out.
 
 :func:`stream_case` is a generator. It takes the shared model's lock (one generation at a time
-per model; a caller that has to wait first gets a ``"waiting"`` event), runs ``model.generate``
-on a worker thread with a :class:`~transformers.TextIteratorStreamer`, and yields
+per model; a caller that has to wait first gets a ``"waiting"`` event), decodes on a worker thread
+(the lean decoder's loop, or ``model.generate``) into a :class:`~transformers.TextIteratorStreamer`, and yields
 :class:`StreamEvent` objects as text arrives, already split into reasoning and final answer with
 the one prompt format of :mod:`core.prompts`. Setting the ``stop`` event (or closing the
 generator) ends generation at the next token.
 
 Serving speed: :func:`serving_plan` says how a merged model is served on a device and
-:func:`prepare_for_serving` applies it once, at load time. On CPU, decoding one token is bound
-by reading the weights from memory, so every linear layer and the output head decode with int8
-weights and one bf16 scale per output row (``torch.ops.aten._weight_int8pack_mm``); the prompt
-(prefill) uses a bf16 copy, where bf16 matrix products are faster; embeddings and norms stay bf16.
-The cost in fidelity is measured by the benchmark (top-1 agreement with fp32). On CUDA the model is bf16 with a static KV cache, which lets
-``generate`` compile the decoding step. ``benchmarks/bench_generation.py`` measures each choice
-against the eager fp32 baseline; docs/BENCHMARKS.md has the numbers.
+:func:`prepare_for_serving` applies it once, at load time. Decoding runs in the lean Llama decoder
+of :mod:`core.decoder` (checked against transformers at load; ``generate`` with the same streamer
+stays the fallback for any model or request it cannot serve). On CPU the decoding weights are the
+base's own 4-bit codes plus the adapter unmerged when the base is 4-bit native (the embedded GGUF
+model), else int8 weights with one bf16 scale per output row (``torch.ops.aten._weight_int8pack_mm``);
+the prompt (prefill) uses bf16 copies, where bf16 matrix products are faster. On CUDA the weights
+are bf16 and the decoder's one-token step replays as a CUDA graph. ``benchmarks/bench_generation.py``
+measures each choice against the eager fp32 baseline (and top-1 agreement with fp32);
+docs/BENCHMARKS.md has the numbers.
 """
 
 from __future__ import annotations
