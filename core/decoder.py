@@ -435,39 +435,31 @@ def _module_class() -> Any:
             pos = torch.full((1,), position, dtype=torch.long, device=self.device)
             return self._forward(ids, pos, decode=True, length=position + 1)
 
+    def _rows_as_views(mods: list[Any], name: str, wrap: Callable[[torch.Tensor], Any] | None = None) -> torch.Tensor:
+        """Attribute ``name`` of ``mods`` concatenated by rows; each module's attribute becomes a view into it."""
+        parts = [getattr(m, name).detach() for m in mods]
+        if len(parts) == 1:
+            return parts[0]
+        fused = torch.cat(parts)
+        row = 0
+        for m, part in zip(mods, parts):
+            view = fused[row : row + part.shape[0]]
+            setattr(m, name, wrap(view) if wrap else view)
+            row += part.shape[0]
+        return fused
+
     def _fused(mods: list[Any], grids: list[Grid] | None) -> Proj:
         """One projection for ``mods`` (row-concatenated); each module's weights become views into it.
 
         ``grids`` (one per module) adds the 4-bit base and LoRA factors that decoding uses instead.
         """
         int4 = None if grids is None else _pack(grids)
-        int8 = all(hasattr(m, "weight_int8") for m in mods)
-        if int8 and int4 is not None:  # the int8 rows are not needed for decoding: prefill keeps bf16
-            weight = torch.cat([m.weight_bf16 for m in mods]) if len(mods) > 1 else mods[0].weight_bf16
-            row = 0
-            for m in mods:
-                n = m.weight_bf16.shape[0]
-                m.weight_bf16 = weight[row : row + n]
-                row += n
-            return Proj(weight, int4=int4)
-        if int8:
-            parts = {"weight_bf16": None, "weight_int8": None, "scale": None}
-            for name in parts:
-                fused = torch.cat([getattr(m, name) for m in mods]) if len(mods) > 1 else getattr(mods[0], name)
-                parts[name] = fused
-                row = 0
-                for m in mods:
-                    n = getattr(m, name).shape[0]
-                    setattr(m, name, fused[row : row + n])
-                    row += n
-            return Proj(parts["weight_bf16"], parts["weight_int8"], parts["scale"], int4)
-        weight = torch.cat([m.weight.detach() for m in mods]) if len(mods) > 1 else mods[0].weight.detach()
-        if len(mods) > 1:
-            row = 0
-            for m in mods:
-                n = m.weight.shape[0]
-                m.weight = nn.Parameter(weight[row : row + n], requires_grad=False)
-                row += n
+        if all(hasattr(m, "weight_int8") for m in mods):  # int8 linears of the CPU serving plan
+            weight = _rows_as_views(mods, "weight_bf16")
+            if int4 is not None:  # decoding reads the 4-bit codes; the int8 rows stay the fallback's only
+                return Proj(weight, int4=int4)
+            return Proj(weight, _rows_as_views(mods, "weight_int8"), _rows_as_views(mods, "scale"))
+        weight = _rows_as_views(mods, "weight", wrap=lambda view: nn.Parameter(view, requires_grad=False))
         return Proj(weight, int4=int4)
 
     return LlamaDecoder
