@@ -116,6 +116,11 @@ RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
                        "group_by_length": "false", "torch_compile": "true"},
                       "each lever alone reached 37-47 k steady (second session); together ≥ 55 k steady if their "
                       "gains add, less if packing's varying row length makes the compiled step recompile"),
+    "ours-bf16-max-b32": ("ours: every bf16 lever at once, 32 packed rows per step (≈ 30 k tokens)",
+                          {**BF16, "batch_size": 32, "lora_dropout": 0.0, "packing": True,
+                           "attn_implementation": "flex_attention", "group_by_length": "false", "torch_compile": "true"},
+                          "+5-15% over ours-bf16-max (bigger products; per-step host work, the optimiser and the "
+                          "logging sync are paid half as often), peak ≈ 2× ours-bf16-max; half the steps"),
     "ours-bf16-noliger": ("lever check: bf16 fast mode without Liger kernels", {**BF16, "liger": "off"},
                           "-15% against ours-bf16 (GPU.md: Liger +17%)"),
     "ours-bf16-random": ("lever check: bf16 fast mode with random (not length-grouped) batches",
@@ -148,6 +153,8 @@ class Result:
     """The run's trainer config (from its adapter card)."""
     notes: str = ""
     """What this run changed against the recipe (a CPU check maps CUDA-only settings)."""
+    profile: str = ""
+    """``--profile``: where the profiled steps' time went (benchmarks.step_profile.summarize)."""
 
 
 def cpu_variant(overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -190,11 +197,12 @@ def step_rates(train: list[dict[str, Any]]) -> list[tuple[int, float]]:
     return rates
 
 
-def steady_tokens_per_s(train: list[dict[str, Any]], first_step: int = STEADY_FROM) -> float | None:
-    """The median per-step tok/s over steps ``first_step``..N (None when no such step was logged)."""
+def steady_tokens_per_s(train: list[dict[str, Any]], first_step: int = STEADY_FROM,
+                        exclude: set[int] | frozenset[int] = frozenset()) -> float | None:
+    """The median per-step tok/s over steps ``first_step``..N but ``exclude`` (profiled steps); None without any."""
     import statistics
 
-    rates = [rate for step, rate in step_rates(train) if step >= first_step]
+    rates = [rate for step, rate in step_rates(train) if step >= first_step and step not in exclude]
     return statistics.median(rates) if rates else None
 
 
@@ -228,7 +236,8 @@ def build_model_folder(arch: str, tokenizer_dir: Path, scratch: Path, device: st
     return folder
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
+def read_run(run_dir: Path, exclude: set[int] | frozenset[int] = frozenset()) -> dict[str, Any]:
+    """What a run's metrics.jsonl says: rates (the steady one without the ``exclude`` steps), peak memory, losses."""
     from core.metrics import read_metrics
 
     records = read_metrics(run_dir / "metrics.jsonl")
@@ -236,7 +245,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     evals = [r for r in records if r.get("event") == "eval" and r.get("eval_loss") is not None]
     out: dict[str, Any] = {"steps": train[-1]["step"] if train else 0}
     out["step_rates"] = [round(rate, 1) for _, rate in step_rates(train)]
-    out["steady_tokens_per_s"] = steady_tokens_per_s(train)
+    out["steady_tokens_per_s"] = steady_tokens_per_s(train, exclude=exclude)
     if len(train) >= 2:
         first, last = train[0], train[-1]
         seconds = last["elapsed_s"] - first["elapsed_s"]
@@ -294,19 +303,34 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
         res = _run_in_processes(arch, recipe, values, args.processes, t0)
         res.notes = "; ".join(notes)
         return res
+    profiler = None
+    if args.profile:
+        from benchmarks.step_profile import StepProfiler
+
+        # Two steady step cycles in the middle of the run (packed runs take fewer, fuller steps).
+        steps = values["max_steps"] if values["max_steps"] > 0 else args.steps * 16 // overrides["batch_size"] * 2 // 3
+        profiler = StepProfiler(first=max(STEADY_FROM + 2, steps // 2), count=2, device=args.device)
     try:
-        result = train(load_config(None, values))
+        result = train(load_config(None, values), extra_callbacks=[profiler] if profiler else ())
     except Exception as exc:  # one failing recipe must not cost the others their numbers
         traceback.print_exc()
         return Result(arch, recipe, ok=False, error=f"{type(exc).__name__}: {exc}"[:300], notes="; ".join(notes))
     wall = time.perf_counter() - t0
-    measured = read_run(result.run_dir)
+    where_time_went = ""
+    touched: set[int] = set()
+    if profiler is not None:
+        from benchmarks.step_profile import summarize
+
+        touched = profiler.touched_steps
+        where_time_went = (summarize(profiler.profile) if profiler.profile else
+                           f"not profiled: the run ended before step {profiler.first + profiler.count - 1}")
+    measured = read_run(result.run_dir, exclude=touched)
     runtime = result.card.get("runtime", {})
     config = result.card.get("config", {})
     del result
     gc.collect()
     return Result(arch, recipe, ok=True, wall_s=wall, runtime=runtime, config=config, notes="; ".join(notes),
-                  **measured)
+                  profile=where_time_went, **measured)
 
 
 def trainer_flags(values: dict[str, Any]) -> list[str]:
@@ -416,6 +440,11 @@ def step_table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
+def profile_text(results: list[Result]) -> str:
+    """Each profiled run's summary under a heading (empty without --profile)."""
+    return "\n\n".join(f"### Profile: {r.arch} / {r.recipe}\n\n{r.profile}" for r in results if r.ok and r.profile)
+
+
 def prediction_table(recipes: list[str]) -> str:
     """The written prediction of each recipe (made before measuring it)."""
     rows = ["| recipe | what it is | prediction |", "| --- | --- | --- |"]
@@ -437,6 +466,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scratch", default="", help="where the random-weight models go (default: /dev/shm or a temp dir)")
     parser.add_argument("--budget-s", type=float, default=0, help="start no new recipe after this many seconds (0: no limit)")
     parser.add_argument("--out", default="", help="also write the tables and each run's metrics here")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile two steady steps of each recipe (torch.profiler) and print where their time went; "
+                             "those steps are left out of the steady rate")
     parser.add_argument("--processes", type=int, default=0,
                         help="run each recipe as child processes: 1 (python -m trainer) or N (torchrun, DDP over N "
                              "GPUs; batch_size is per process). 0 (default): in this process")
@@ -490,13 +522,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# {arch} / {recipe}: {res.tokens_per_s or 0:,.0f} tok/s, steady {res.steady_tokens_per_s or 0:,.0f}, peak {res.peak_gib or 0:.1f} GiB, "
               f"eval loss {res.eval_loss}, wall {res.wall_s or 0:.1f} s {res.error}", file=sys.stderr, flush=True)
         text = "\n".join(info + [header, "", table(results), "", step_table(results), "",
-                                 prediction_table(recipes)]) + "\n"
+                                 prediction_table(recipes), "", profile_text(results)]) + "\n"
         (out / "bench_training.md").write_text(text)
         (out / "results.json").write_text(json.dumps([r.__dict__ for r in results], indent=2, default=str))
         metrics = runs_root / f"{arch}-{recipe}" / "metrics.jsonl"
         if metrics.is_file():
             shutil.copy2(metrics, out / f"{arch}-{recipe}.metrics.jsonl")
     print("\n" + table(results) + "\n\n" + step_table(results) + "\n\n" + prediction_table(recipes))
+    if args.profile:
+        print("\n" + profile_text(results))
     print(f"\nseed-size job: {SEED_JOB[0]} examples x {SEED_JOB[1]} epochs x {SEED_JOB[2]} tokens; "
           f"total {time.monotonic() - started:.0f} s", flush=True)
 

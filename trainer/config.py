@@ -64,8 +64,9 @@ class TrainConfig:
     base_dtype: str = _f(AUTO, "Storage dtype of a non-quantised base: auto (bf16 on CUDA when computing in "
                          "bf16 -- the fast LoRA mode --, fp32 otherwise), float32 or bfloat16.",
                          choices=(AUTO, "float32", "bfloat16"))
-    attn_implementation: str = _f(AUTO, "Attention kernel: auto (sdpa), sdpa, eager, flash_attention_2 (needs the "
-                                  "flash-attn package), flex_attention (torch's block-sparse FlexAttention, CUDA only "
+    attn_implementation: str = _f(AUTO, "Attention kernel: auto (flex_attention for packing on CUDA, sdpa "
+                                  "otherwise), sdpa, eager, flash_attention_2 (needs the flash-attn package), "
+                                  "flex_attention (torch's block-sparse FlexAttention, CUDA only "
                                   "for training: torch has no FlexAttention backward on CPU).",
                                   choices=(AUTO, "sdpa", "eager", "flash_attention_2", "flex_attention"))
     liger: str = _f(AUTO, "Liger kernels (RoPE, RMSNorm, SwiGLU): auto (on with CUDA when liger-kernel is "

@@ -149,7 +149,12 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
 
     group_by_length = cuda if cfg.group_by_length == AUTO else cfg.group_by_length == "true"
 
-    attn = "sdpa" if cfg.attn_implementation == AUTO else cfg.attn_implementation
+    if cfg.attn_implementation == AUTO:
+        # Packed rows need a per-example mask: FlexAttention keeps it block-sparse on CUDA, where SDPA would
+        # get a dense mask quadratic in the batch's total tokens.
+        attn = "flex_attention" if cfg.packing and cuda else "sdpa"
+    else:
+        attn = cfg.attn_implementation
     if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         problems.append("attn_implementation: flash_attention_2 needs the flash-attn package")
     if attn == "flex_attention" and device == "cpu" and cfg.device != "cpu":  # device cpu: the config said so already
