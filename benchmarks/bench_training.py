@@ -322,8 +322,12 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
         from benchmarks.step_profile import summarize
 
         touched = profiler.touched_steps
-        where_time_went = (summarize(profiler.profile) if profiler.profile else
-                           f"not profiled: the run ended before step {profiler.first + profiler.count - 1}")
+        if profiler.profile:
+            where_time_went = summarize(profiler.profile)
+        elif profiler.error:
+            where_time_went = f"not profiled: the profiler failed ({profiler.error})"
+        else:
+            where_time_went = f"not profiled: the run ended before step {profiler.first + profiler.count - 1}"
     measured = read_run(result.run_dir, exclude=touched)
     runtime = result.card.get("runtime", {})
     config = result.card.get("config", {})

@@ -129,25 +129,39 @@ class StepProfiler(TrainerCallback):
         if self.device == "cuda" and torch.cuda.is_available():
             torch.cuda.synchronize()
 
-    def on_step_end(self, args, state, control, **kwargs):
-        from torch.profiler import ProfilerActivity, profile
+    error: str = ""
+    """Why there is no profile, when the profiler itself failed (the run goes on without it)."""
 
-        if state.global_step == self.first - 1 and self._prof is None and self.profile is None:
-            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device == "cuda" else [])
-            self._prof = profile(activities=activities)
-            self._sync()
-            self._prof.__enter__()
-            self._t0 = time.perf_counter()
-        elif state.global_step == self.first + self.count - 1 and self._prof is not None:
-            self._sync()
-            wall = time.perf_counter() - self._t0
-            self._prof.__exit__(None, None, None)
-            self.profile = Profile(self.count, wall, kernels_from(self._prof.key_averages(), self.device), self.device)
+    def on_step_end(self, args, state, control, **kwargs):
+        try:
+            self._step_end(state.global_step)
+        except Exception as exc:  # a profiler failure must not cost the benchmark its run
+            self.error = f"{type(exc).__name__}: {exc}"[:300]
             self._prof = None
         return control
 
+    def _step_end(self, step: int) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        if step == self.first - 1 and self._prof is None and self.profile is None:
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device == "cuda" else [])
+            prof = profile(activities=activities)
+            self._sync()
+            prof.__enter__()
+            self._prof = prof
+            self._t0 = time.perf_counter()
+        elif step == self.first + self.count - 1 and self._prof is not None:
+            self._sync()
+            wall = time.perf_counter() - self._t0
+            prof, self._prof = self._prof, None
+            prof.__exit__(None, None, None)
+            self.profile = Profile(self.count, wall, kernels_from(prof.key_averages(), self.device), self.device)
+
     def on_train_end(self, args, state, control, **kwargs):
         if self._prof is not None:  # training ended inside the window: stop the profiler, keep nothing
-            self._prof.__exit__(None, None, None)
-            self._prof = None
+            prof, self._prof = self._prof, None
+            try:
+                prof.__exit__(None, None, None)
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"[:300]
         return control
