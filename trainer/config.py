@@ -64,6 +64,11 @@ class TrainConfig:
     base_dtype: str = _f(AUTO, "Storage dtype of a non-quantised base: auto (bf16 on CUDA when computing in "
                          "bf16 -- the fast LoRA mode --, fp32 otherwise), float32 or bfloat16.",
                          choices=(AUTO, "float32", "bfloat16"))
+    fp32_upcast: str = _f(AUTO, "With nf4: cast the base's weights that stay unquantised (embeddings, output head, "
+                          "norms) to fp32, as peft's prepare_model_for_kbit_training does. auto: off with bf16 on "
+                          "CUDA (they keep the compute dtype, as in the bf16 fast mode: no cast of every projection "
+                          "input, no fp32 residual stream, a bf16 output head), on otherwise (fp16 needs it).",
+                          choices=(AUTO, "true", "false"))
     attn_implementation: str = _f(AUTO, "Attention kernel: auto (flex_attention for packing on CUDA, sdpa "
                                   "otherwise), sdpa, eager, flash_attention_2 (needs the flash-attn package), "
                                   "flex_attention (torch's block-sparse FlexAttention, CUDA only "
@@ -163,7 +168,7 @@ FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 REPORT_TARGETS = {"wandb": "wandb", "tensorboard": "tensorboard"}
 
 # Fields that change what is being trained: a resume must not change them.
-MODEL_SHAPING = ("model_name", "quantization", "base_dtype", "lora_r", "lora_alpha", "lora_dropout",
+MODEL_SHAPING = ("model_name", "quantization", "base_dtype", "fp32_upcast", "lora_r", "lora_alpha", "lora_dropout",
                  "lora_target_modules", "train_file", "max_seq_len", "packing", "group_by_length", "batch_size",
                  "gradient_accumulation_steps", "seed")
 

@@ -66,6 +66,8 @@ class Runtime:
     """Length-grouped batches (less padding)."""
     torch_compile: bool = False
     """The training step compiled with torch.compile (SFTConfig ``torch_compile``)."""
+    fp32_upcast: bool = False
+    """NF4 only: the unquantised weights (embeddings, head, norms) were cast to fp32 (peft's kbit preparation)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,11 +166,22 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     # auto stays off until a measurement on the card shows compiling pays for itself (docs/BENCHMARKS.md).
     torch_compile = cfg.torch_compile == "true"
 
+    if quantization != "nf4":
+        fp32_upcast = False
+        if cfg.fp32_upcast == "true":
+            problems.append("fp32_upcast: only applies to an nf4 base (quantization nf4)")
+    elif cfg.fp32_upcast == AUTO:
+        # Measured on an H100 (docs/BENCHMARKS.md): fp32 embeddings/norms cost a cast per projection input and an
+        # fp32 residual stream; with bf16 compute on CUDA they stay bf16. fp16 (and CPU) keep peft's upcast.
+        fp32_upcast = not (cuda and precision == "bf16")
+    else:
+        fp32_upcast = cfg.fp32_upcast == "true"
+
     if problems:
         raise ConfigError(problems)
     name = torch.cuda.get_device_name(0) if cuda else cpu_name()
     return Runtime(device, name, quantization, precision, base_dtype, optim, gc, liger, attn, group_by_length,
-                   torch_compile)
+                   torch_compile, fp32_upcast)
 
 
 def cpu_name() -> str:
@@ -267,9 +280,14 @@ def load_training_model(
         raise ModelError(f"Cannot load base model {base.identity!r} from {base.location}: {exc}") from exc
     align_eos(tokenizer, model)
     if rt.quantization == "nf4":
-        # Casts norms/embeddings to fp32 for stable training; checkpointing is switched on by the
-        # Trainer (non-reentrant), which also hooks the input gradients it needs.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if rt.fp32_upcast:
+            # Casts norms/embeddings to fp32 (fp16 compute needs it); checkpointing is switched on by the
+            # Trainer (non-reentrant), which also hooks the input gradients it needs.
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        else:
+            # The same preparation without the cast: they stay in the compute dtype they were loaded in.
+            for param in model.parameters():
+                param.requires_grad_(False)
     else:
         model.to(rt.device)
     model.config.use_cache = False

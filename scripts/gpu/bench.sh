@@ -12,7 +12,7 @@
 # tokenizer files (tok/): about 17 MB, so one call carries it. The models are architectures built in
 # code with random weights (benchmarks/archs.py), so the 98 MB GGUF is not needed.
 # Environment: TRAIN_S / TRAIN_BUDGET_S (hard timeout / no new recipe after), STEPS, RECIPES, ARCHS, GEN_S, RUNS,
-# PROFILE=1 (training, sweep: --profile, where two steady steps' time goes);
+# PROFILE=all or a recipe list (training, sweep: --profile, where two steady steps' time goes);
 # sweep: RECIPES0 / ARCHS0 (GPU 0) and RECIPES1 / ARCHS1 (GPU 1), with STEPS, TRAIN_S, TRAIN_BUDGET_S; TESTS_S.
 set -uo pipefail
 what=${1:?training, ddp, sweep, gputests or generation}
@@ -28,7 +28,7 @@ case "$what" in
   training)
     timeout "${TRAIN_S:-420}" python3 -m benchmarks.bench_training --tokenizer "$B/tok" --scratch /tmp/bench \
       --steps "${STEPS:-16}" --budget-s "${TRAIN_BUDGET_S:-360}" --out "$OUT/training" \
-      ${RECIPES:+--recipes "$RECIPES"} ${ARCHS:+--archs "$ARCHS"} ${PROFILE:+--profile} > "$OUT/training.out" 2> "$OUT/training.err"
+      ${RECIPES:+--recipes "$RECIPES"} ${ARCHS:+--archs "$ARCHS"} ${PROFILE:+--profile "$PROFILE"} > "$OUT/training.out" 2> "$OUT/training.err"
     echo "bench_training exit $?"
     grep '^# ' "$OUT/training.err" | tail -20
     cat "$OUT/training.out"
@@ -53,7 +53,7 @@ case "$what" in
       if [ "$gpu" = 0 ]; then recipes=$recipes0 archs=${ARCHS0:-llama-1b}; else recipes=$recipes1 archs=${ARCHS1:-llama-1b}; fi
       CUDA_VISIBLE_DEVICES=$gpu timeout -k 20 "${TRAIN_S:-500}" python3 -m benchmarks.bench_training --tokenizer "$B/tok" \
         --scratch "/tmp/bench-$gpu" --steps "${STEPS:-16}" --budget-s "${TRAIN_BUDGET_S:-400}" --out "$OUT/sweep-$gpu" \
-        --archs "$archs" --recipes "$recipes" ${PROFILE:+--profile} > "$OUT/sweep-$gpu.out" 2> "$OUT/sweep-$gpu.err" &
+        --archs "$archs" --recipes "$recipes" ${PROFILE:+--profile "$PROFILE"} > "$OUT/sweep-$gpu.out" 2> "$OUT/sweep-$gpu.err" &
       pids+=($!)
     done
     for gpu in 0 1; do

@@ -99,6 +99,56 @@ def test_nf4_on_cpu_keeps_gradients_after_an_eval_forward(tiny_model_dir):
         assert disable_bnb_cpu_packing(fresh) == 14
 
 
+def _fake_cuda(monkeypatch, bf16: bool = True) -> None:
+    """resolve_runtime as on a CUDA machine (only the runtime choice; nothing is loaded)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Fake GPU")
+
+
+def test_fp32_upcast_auto_is_off_only_for_nf4_with_bf16_on_cuda(monkeypatch):
+    assert resolve_runtime(TrainConfig(device="cpu", quantization="nf4")).fp32_upcast is True  # CPU: as before
+    assert resolve_runtime(TrainConfig(device="cpu")).fp32_upcast is False  # nothing quantised, nothing to cast
+    with pytest.raises(ConfigError, match="fp32_upcast: only applies to an nf4 base"):
+        resolve_runtime(TrainConfig(device="cpu", quantization="none", fp32_upcast="true"))
+    _fake_cuda(monkeypatch)
+    assert resolve_runtime(TrainConfig(device="cuda", quantization="nf4")).fp32_upcast is False
+    assert resolve_runtime(TrainConfig(device="cuda", quantization="nf4", precision="fp16")).fp32_upcast is True
+    assert resolve_runtime(TrainConfig(device="cuda", quantization="nf4", fp32_upcast="true")).fp32_upcast is True
+    _fake_cuda(monkeypatch, bf16=False)  # a T4: auto picks fp16, which needs the upcast
+    rt = resolve_runtime(TrainConfig(device="cuda", quantization="nf4"))
+    assert rt.precision == "fp16" and rt.fp32_upcast is True
+
+
+def test_attention_auto_is_flex_for_packing_on_cuda_only(monkeypatch):
+    assert resolve_runtime(TrainConfig(device="cpu", packing=True)).attn_implementation == "sdpa"
+    _fake_cuda(monkeypatch)
+    assert resolve_runtime(TrainConfig(device="cuda", packing=True)).attn_implementation == "flex_attention"
+    assert resolve_runtime(TrainConfig(device="cuda")).attn_implementation == "sdpa"
+    assert resolve_runtime(TrainConfig(device="cuda", packing=True, attn_implementation="sdpa")).attn_implementation == "sdpa"
+
+
+def test_nf4_without_upcast_keeps_the_compute_dtype_and_still_trains(tiny_model_dir):
+    """fp32_upcast false: embeddings and norms stay bf16 (loaded in the compute dtype); LoRA still gets gradients."""
+    ids = None
+    dtypes = {}
+    for upcast in ("true", "false"):
+        cfg = TrainConfig(device="cpu", quantization="nf4", lora_dropout=0.0, fp32_upcast=upcast)
+        rt = resolve_runtime(cfg)
+        assert rt.fp32_upcast is (upcast == "true")
+        model, tok = load_training_model(_base(tiny_model_dir), cfg, rt)
+        ids = torch.tensor([tok.encode("Chest pain with ST elevation. Final answer: STEMI")])
+        norms = {p.dtype for n, p in model.named_parameters() if "norm" in n}
+        embed = model.get_input_embeddings().weight
+        dtypes[upcast] = (norms, embed.dtype)
+        assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            grads = _b_grads(_lora_grads(model, ids))
+        assert len(grads) == 14 and all(v > 0 for v in grads.values())
+    assert dtypes["true"] == ({torch.float32}, torch.float32)
+    assert dtypes["false"] == ({torch.bfloat16}, torch.bfloat16)
+
+
 def test_trainable_parameter_count_matches_lora_arithmetic(tiny_model_dir):
     cfg = TrainConfig(device="cpu")
     model, _ = load_training_model(_base(tiny_model_dir), cfg, resolve_runtime(cfg))
