@@ -81,6 +81,10 @@ RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
     "ours-nf4-dropout0": ("ours: NF4 QLoRA, checkpointing, LoRA dropout 0, batch 16", {**NF4, "lora_dropout": 0.0},
                           "+3-8% over ours-nf4 (no dropout mask and copy on seven projections), peak -0.3 GiB, "
                           "validation loss within ±0.02 of ours-nf4"),
+    "ours-nf4-long": ("ours: NF4 QLoRA as the trainer's defaults run a long job (≥ 200 steps: torch_compile auto "
+                      "compiles; dropout 0.05 kept)", {**NF4, "torch_compile": "true"},
+                      "between ours-nf4 (15.8 k on the H100) and ours-nf4-fast (32.6 k): compiling fuses the dropout "
+                      "too, ≈ 25-30 k; peak ≈ ours-nf4"),
     "ours-nf4-upcast": ("lever check: ours-nf4-dropout0 with peft's fp32 upcast of embeddings, head and norms "
                         "(the default before this check)", {**NF4, "lora_dropout": 0.0, "fp32_upcast": "true"},
                         "ours-nf4-dropout0 (bf16 kept) +20-40% over this: the H100 profile of this setting showed "

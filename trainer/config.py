@@ -77,7 +77,8 @@ class TrainConfig:
     liger: str = _f(AUTO, "Liger kernels (RoPE, RMSNorm, SwiGLU): auto (on with CUDA when liger-kernel is "
                     "installed), on, off.", choices=(AUTO, "on", "off"))
     torch_compile: str = _f(AUTO, "Compile the training step with torch.compile (the first steps pay for compiling): "
-                            "auto (off until measured to pay), true, false.", choices=(AUTO, "true", "false"))
+                            "auto (on with CUDA for runs of 200 optimiser steps or more, where it pays: "
+                            "docs/BENCHMARKS.md), true, false.", choices=(AUTO, "true", "false"))
     # -- LoRA ----------------------------------------------------------------------------------
     lora_r: int = _f(16, "LoRA rank r (each adapted d_out x d_in weight gets r x (d_in + d_out) trainable values).")
     lora_alpha: float = _f(32.0, "LoRA scaling numerator (scale = alpha / r).")

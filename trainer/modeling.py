@@ -163,7 +163,7 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         problems.append("attn_implementation: flex_attention cannot train on CPU (torch has no FlexAttention "
                         "backward there); use sdpa on CPU")
 
-    # auto stays off until a measurement on the card shows compiling pays for itself (docs/BENCHMARKS.md).
+    # auto: decided by compile_pays once the run's length is known (off here; on only for long CUDA runs).
     torch_compile = cfg.torch_compile == "true"
 
     if quantization != "nf4":
@@ -182,6 +182,29 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     name = torch.cuda.get_device_name(0) if cuda else cpu_name()
     return Runtime(device, name, quantization, precision, base_dtype, optim, gc, liger, attn, group_by_length,
                    torch_compile, fp32_upcast)
+
+
+COMPILE_MIN_STEPS = 200
+"""``torch_compile: auto`` compiles CUDA runs of at least this many optimiser steps. Measured on an H100
+(docs/BENCHMARKS.md): compiling costs 30-50 s once and saves 0.18 s (NF4) to 0.25 s (bf16) per step of
+16 examples, so it pays from about 170-200 steps; the seed-size job has 1,500."""
+
+
+def planned_steps(cfg: TrainConfig, n_examples: int, world_size: int = 1) -> int:
+    """Optimiser steps this run will take: max_steps, or epochs x ceil(examples / global batch)."""
+    import math
+
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_step = max(cfg.batch_size * cfg.gradient_accumulation_steps * max(world_size, 1), 1)
+    return math.ceil(cfg.num_epochs * math.ceil(n_examples / per_step))
+
+
+def compile_pays(cfg: TrainConfig, rt: Runtime, steps: int) -> Runtime:
+    """``rt`` with ``torch_compile: auto`` decided: on for CUDA runs of >= COMPILE_MIN_STEPS steps."""
+    if cfg.torch_compile != AUTO:
+        return rt
+    return replace(rt, torch_compile=rt.device == "cuda" and steps >= COMPILE_MIN_STEPS)
 
 
 def cpu_name() -> str:

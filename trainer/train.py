@@ -281,12 +281,10 @@ def _train(
 
     from trainer.callbacks import MetricsCallback, StatusCallback, StopCallback
     from trainer.card import build_card, manifest_hash, write_card
-    from trainer.modeling import count_parameters, load_training_model, resolve_base_model, resolve_runtime
+    from trainer.modeling import (compile_pays, count_parameters, load_training_model, planned_steps,
+                                  resolve_base_model, resolve_runtime)
 
     rt = resolve_runtime(cfg)
-    log(f"runtime: {rt.device} ({rt.device_name}), quantization {rt.quantization}, precision {rt.precision}, "
-        f"base weights {rt.base_dtype}, optimiser {rt.optim}, gradient checkpointing {rt.gradient_checkpointing}, "
-        f"liger {rt.liger}, attention {rt.attn_implementation}, torch.compile {rt.torch_compile}")
     train_set: ExampleSet = load_examples(Path(cfg.train_file))
     eval_set: ExampleSet | None = load_examples(Path(cfg.eval_file)) if cfg.eval_file != NO_EVAL else None
 
@@ -298,6 +296,12 @@ def _train(
         + (f", {len(eval_set.examples)} validation examples" if eval_set else ", no validation")
         + (f"; left out: train {train_set.skipped}" if train_set.skipped else "")
         + (f", validation {eval_set.skipped}" if eval_set and eval_set.skipped else ""))
+    rt = compile_pays(cfg, rt, planned_steps(cfg, len(train_set.examples), distributed.world_size()))
+    log(f"runtime: {rt.device} ({rt.device_name}), quantization {rt.quantization}, precision {rt.precision}, "
+        f"base weights {rt.base_dtype}"
+        + (f" (unquantised weights in {'fp32' if rt.fp32_upcast else rt.precision})" if rt.quantization == "nf4" else "")
+        + f", optimiser {rt.optim}, gradient checkpointing {rt.gradient_checkpointing}, liger {rt.liger}, "
+        f"attention {rt.attn_implementation}, torch.compile {rt.torch_compile}")
     trainable, total = count_parameters(model)
     pct = 100.0 * trainable / total if total else 0.0
     log(f"trainable params: {trainable:,} of {total:,} ({pct:.2f}%) -- LoRA r={cfg.lora_r} on "
