@@ -24,7 +24,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 def test_defaults_are_the_seed_method(data_dir):
     cfg = load_config(None, {"work_dir": str(data_dir.parent)})
-    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (16, 32.0, 0.05)
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (16, 32.0, 0.0)
     assert cfg.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert cfg.quantization == "auto" and cfg.model_name == "embedded" and cfg.report_to == "none"
     assert cfg.resolved_train_file() == data_dir / "train.jsonl"
