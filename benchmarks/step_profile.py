@@ -22,6 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+TRITON = "Triton kernels (Liger, TRL's loss head, torch.compile fusions)"
 FAMILIES: list[tuple[str, re.Pattern[str]]] = [
     ("communication (NCCL)", re.compile(r"nccl")),
     ("bitsandbytes 4-bit (dequantise, 4-bit products)", re.compile(r"kdequantize|dequantize|kgemm_4bit|bnb|quantize")),
@@ -30,10 +31,13 @@ FAMILIES: list[tuple[str, re.Pattern[str]]] = [
     ("matrix products (cuBLAS / CUTLASS)",
      re.compile(r"gemm|cutlass|xmma|nvjet|cublas|sm\d\d_|wgmma|matmul|splitk|aten::(mm|addmm|bmm|linear)$")),
     ("optimiser (fused AdamW, 8-bit AdamW)", re.compile(r"adam|multi_tensor|foreach|optimizer")),
-    ("Triton kernels (Liger, TRL's loss head, torch.compile fusions)", re.compile(r"triton|_kernel$|_kernel_")),
-    ("copies, fills, concatenation, indexing", re.compile(r"memcpy|memset|copy|fill|cat|index|scatter|gather")),
+    # Triton kernels are named by their Python function (Liger's ``_rms_norm_forward_kernel``, inductor's
+    # ``triton_poi_fused_...``); PyTorch's own CUDA kernels are C++ templates (``void at::native::...``).
+    (TRITON, re.compile(r"^triton_|^_?[a-z0-9_]+_kernel$")),
+    ("dtype casts and copies (aten copy kernels, memcpy, fills, indexing)",
+     re.compile(r"memcpy|memset|copy|fill|cat_|index|scatter|gather")),
     ("eager element-wise ops and reductions",
-     re.compile(r"elementwise|reduce|vectorized|unrolled|softmax|norm|^aten::(mul|add|sub|div|exp|neg|eq|lt|gt|where)")),
+     re.compile(r"elementwise|reduce|vectorized|unrolled|softmax|norm|dropout|^aten::(mul|add|sub|div|exp|neg|eq|lt|gt|where)")),
 ]
 OTHER = "other kernels"
 
@@ -89,11 +93,14 @@ def summarize(profile: Profile, *, top: int = 12) -> str:
 def kernels_from(events: Any, device: str) -> dict[str, tuple[float, int]]:
     """Kernel name -> (seconds, calls) from ``profiler.key_averages()``.
 
-    On CUDA the device-side events (kernels, memcpy, memset) carry their own device time; on CPU (only to
-    check this code without a GPU) the operators' self CPU time stands in for it.
+    On CUDA the device-side events (kernels, memcpy, memset) carry their own device time; user annotations
+    are left out (their span repeats the kernels inside them). On CPU (only to check this code without a
+    GPU) the operators' self CPU time stands in for it.
     """
     out: dict[str, tuple[float, int]] = {}
     for evt in events:
+        if getattr(evt, "is_user_annotation", False):
+            continue  # a record_function label (``Optimizer.step#AdamW.step``) spans kernels counted on their own
         if device == "cuda":
             micros = float(getattr(evt, "self_device_time_total", 0.0) or 0.0)
             if micros <= 0 or getattr(evt, "device_type", None) is None or "CUDA" not in str(evt.device_type):

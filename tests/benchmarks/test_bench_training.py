@@ -33,6 +33,14 @@ def test_steady_rate_is_the_median_of_steps_3_to_n():
     assert steady_tokens_per_s(train[:4]) == 2500.0  # steps 3 and 4: the median of an even count is the mean
 
 
+def test_steady_rate_leaves_out_profiled_steps():
+    # Step rates 3: 3000, 4: 1000 (profiled), 5: 500 (profiled), 6: 2000.
+    train = _lines([1000, 2000, 5000, 6000, 6500, 8500], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    assert steady_tokens_per_s(train) == 1500.0  # median of 3000, 1000, 500, 2000
+    assert steady_tokens_per_s(train, exclude={4, 5}) == 2500.0  # median of 3000 and 2000
+    assert steady_tokens_per_s(train, exclude={3, 4, 5, 6}) is None
+
+
 def test_steady_rate_needs_step_3_and_skips_steps_without_elapsed_time():
     assert steady_tokens_per_s(_lines([100, 200], [1.0, 2.0])) is None
     assert steady_tokens_per_s([]) is None
@@ -85,6 +93,10 @@ def test_new_recipes_change_only_what_their_names_say():
     assert RECIPES["ours-nf4-b32"][1] == {**nf4, "batch_size": 32}
     assert RECIPES["ours-nf4-dropout0"][1] == {**nf4, "lora_dropout": 0.0}
     assert RECIPES["ours-bf16-compile"][1] == {**bf16, "torch_compile": "true"}
+    assert RECIPES["ours-nf4-upcast"][1] == {**nf4, "lora_dropout": 0.0, "fp32_upcast": "true"}
+    # Recipes measured with the seed's dropout keep it now that the trainer's default is 0.
+    assert RECIPES["seed"][1]["lora_dropout"] == 0.05 and nf4["lora_dropout"] == bf16["lora_dropout"] == 0.05
+    assert RECIPES["seed"][1]["fp32_upcast"] == "true"  # the seed's prepare_model_for_kbit_training
     assert TrainConfig().gradient_checkpointing == "auto"  # NF4 recipes keep checkpointing through auto
     assert set(DEFAULT_RECIPES.split(",")) <= set(RECIPES)
     text = prediction_table(["ours-bf16-fast"])

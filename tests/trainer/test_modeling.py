@@ -149,6 +149,34 @@ def test_nf4_without_upcast_keeps_the_compute_dtype_and_still_trains(tiny_model_
     assert dtypes["false"] == ({torch.bfloat16}, torch.bfloat16)
 
 
+def test_planned_steps_from_epochs_batch_and_processes():
+    from trainer.modeling import planned_steps
+
+    cfg = TrainConfig(num_epochs=3, batch_size=16, gradient_accumulation_steps=1)
+    assert planned_steps(cfg, 8000) == 1500  # the seed-size job: 3 x ceil(8000 / 16)
+    assert planned_steps(cfg, 8001) == 1503  # a partial last batch is still a step
+    assert planned_steps(cfg, 8000, world_size=2) == 750
+    assert planned_steps(TrainConfig(batch_size=4, gradient_accumulation_steps=4, num_epochs=1.5), 100) == 11
+    assert planned_steps(TrainConfig(max_steps=40), 8000) == 40  # max_steps wins
+
+
+def test_compile_auto_pays_only_for_long_cuda_runs(monkeypatch):
+    from trainer.modeling import COMPILE_MIN_STEPS, compile_pays
+
+    cpu = resolve_runtime(TrainConfig(device="cpu"))
+    assert compile_pays(TrainConfig(device="cpu"), cpu, 10_000).torch_compile is False
+    _fake_cuda(monkeypatch)
+    cfg = TrainConfig(device="cuda")
+    rt = resolve_runtime(cfg)
+    assert rt.torch_compile is False  # undecided until the run's length is known
+    assert compile_pays(cfg, rt, COMPILE_MIN_STEPS).torch_compile is True
+    assert compile_pays(cfg, rt, COMPILE_MIN_STEPS - 1).torch_compile is False
+    off = TrainConfig(device="cuda", torch_compile="false")
+    assert compile_pays(off, resolve_runtime(off), 10_000).torch_compile is False
+    on = TrainConfig(device="cuda", torch_compile="true")
+    assert compile_pays(on, resolve_runtime(on), 1).torch_compile is True
+
+
 def test_trainable_parameter_count_matches_lora_arithmetic(tiny_model_dir):
     cfg = TrainConfig(device="cpu")
     model, _ = load_training_model(_base(tiny_model_dir), cfg, resolve_runtime(cfg))
