@@ -187,8 +187,8 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
 
 COMPILE_MIN_STEPS = 200
 """``torch_compile: auto`` compiles CUDA runs of at least this many optimiser steps. Measured on an H100
-(docs/BENCHMARKS.md): compiling costs 30-50 s once and saves 0.18 s (NF4) to 0.25 s (bf16) per step of
-16 examples, so it pays from about 170-200 steps; the seed-size job has 1,500."""
+(docs/BENCHMARKS.md): compiling costs 20-50 s once and saves 0.17 s (NF4) to 0.24 s (bf16) per step of
+16 examples, so it pays from about 120-300 steps; the seed-size job has 1,500."""
 
 
 def planned_steps(cfg: TrainConfig, n_examples: int, world_size: int = 1) -> int:
