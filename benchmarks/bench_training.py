@@ -170,6 +170,16 @@ class Result:
     """``--profile``: where the profiled steps' time went (benchmarks.step_profile.summarize)."""
 
 
+CPU_SUBSTITUTES = [
+    # (setting, CUDA-only value, what the CPU check runs instead, the note it prints)
+    ("precision", "fp16", "bf16", "fp16 → bf16 on CPU"),
+    ("optim", "paged_adamw_8bit", "adamw_torch", "paged_adamw_8bit → adamw_torch on CPU"),
+    ("liger", "on", "off", "liger off on CPU"),
+    ("torch_compile", "true", "false", "torch.compile skipped on CPU"),
+    ("attn_implementation", "flex_attention", "sdpa", "flex_attention → sdpa on CPU (no FlexAttention backward there)"),
+]
+
+
 def cpu_variant(overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The same recipe as far as a CPU allows, and a note per change (only for checking the script).
 
@@ -178,21 +188,10 @@ def cpu_variant(overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """
     out = dict(overrides)
     notes = []
-    if out.get("precision") == "fp16":
-        out["precision"] = "bf16"
-        notes.append("fp16 → bf16 on CPU")
-    if out.get("optim") == "paged_adamw_8bit":
-        out["optim"] = "adamw_torch"
-        notes.append("paged_adamw_8bit → adamw_torch on CPU")
-    if out.get("liger") == "on":
-        out["liger"] = "off"
-        notes.append("liger off on CPU")
-    if out.get("torch_compile") == "true":
-        out["torch_compile"] = "false"
-        notes.append("torch.compile skipped on CPU")
-    if out.get("attn_implementation") == "flex_attention":
-        out["attn_implementation"] = "sdpa"
-        notes.append("flex_attention → sdpa on CPU (no FlexAttention backward there)")
+    for key, cuda_value, cpu_value, note in CPU_SUBSTITUTES:
+        if out.get(key) == cuda_value:
+            out[key] = cpu_value
+            notes.append(note)
     return out, notes
 
 
