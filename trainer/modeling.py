@@ -6,8 +6,9 @@ dropout 0.05 (ours defaults to 0: measured faster, same validation loss). On CUD
 bf16 compute (fp16 on GPUs without bf16), gradient checkpointing, fused AdamW (the seed used paged
 8-bit AdamW; it saves nothing worth its time on LoRA's few weights), Liger kernels when installed,
 length-grouped batches, and a compiled training step for runs of 200 steps or more
-(:func:`compile_pays`). On CPU by default: LoRA on the fp32 base with bf16 autocast. Issue 8's "fast" mode is ``quantization: none``
-on CUDA: bf16 base weights, fused AdamW, no checkpointing (see configs/smollm2_medcot_fast.yaml).
+(:func:`compile_pays`). On CPU by default: LoRA on the fp32 base with bf16 autocast. Issue 8's
+"fast" mode is ``quantization: none`` on CUDA: bf16 base weights, fused AdamW, no checkpointing
+(see configs/smollm2_medcot_fast.yaml).
 
 The bitsandbytes CPU trap: after any eval-mode forward without gradients, a ``Linear4bit`` on a
 CPU with AVX512-BF16 repacks its weight into a CPU inference layout, and from then on the
