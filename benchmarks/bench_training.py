@@ -27,6 +27,8 @@ length distribution and padding. Each recipe trains exactly one epoch over the s
 - Packed recipes (``packing``) train exactly one epoch (a packed step holds a varying number of
   examples), so they see the same examples as the others in fewer, larger steps.
 - **Peak memory** is ``torch.cuda.max_memory_allocated`` (reset before each recipe).
+- ``--profile [RECIPES]``: torch.profiler over two steady step cycles of those recipes, summed by kernel
+  family with the GPU's idle share (``benchmarks/step_profile.py``); those steps leave the steady rate.
 - **Loss**: the first step's training loss and the validation loss after the last step on the
   same held-out examples, so a recipe that is fast but learns differently shows it.
 

@@ -122,6 +122,8 @@ class StepProfiler(TrainerCallback):
             raise ValueError("StepProfiler: first must be >= 2 (the cycle starts at the end of step first - 1), count >= 1")
         self.first, self.count, self.device = first, count, device
         self.profile: Profile | None = None
+        self.error = ""
+        """Why there is no profile, when the profiler itself failed (the run goes on without it)."""
         self._prof: Any = None
         self._t0 = 0.0
 
@@ -135,9 +137,6 @@ class StepProfiler(TrainerCallback):
 
         if self.device == "cuda" and torch.cuda.is_available():
             torch.cuda.synchronize()
-
-    error: str = ""
-    """Why there is no profile, when the profiler itself failed (the run goes on without it)."""
 
     def on_step_end(self, args, state, control, **kwargs):
         try:
