@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 PROMPT_FORMAT_VERSION = "medcot-v1"
 
@@ -34,6 +34,15 @@ _MARKER_RE = re.compile(r"(?im)^[ \t>*#_]*final answer[ \t*_]*:[ \t*_]*")
 def format_options(options: Mapping[str, str]) -> str:
     """Options as lines ``A. text`` in the order given."""
     return "\n".join(f"{key}. {text}" for key, text in options.items())
+
+
+def format_references(passages: Sequence[tuple[str, str]]) -> str:
+    """Retrieved reference passages as the user turn's context: numbered, each headed by its title.
+
+    ``passages`` holds ``(title, text)`` pairs, best first. The trainer (retrieval-augmented examples),
+    the evaluation and the case-study page all build the context with this one function.
+    """
+    return "\n\n".join(f"[{n}] {title.strip()}\n{text.strip()}" for n, (title, text) in enumerate(passages, start=1))
 
 
 def user_message(question: str, options: Mapping[str, str] | None = None, *, context: str = "") -> str:
