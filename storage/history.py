@@ -29,9 +29,11 @@ KINDS: tuple[EntryKind, ...] = ("case", "quiz")
 TITLE_CHARS = 120
 CSV_COLUMNS = (
     "type", "id", "user", "created_at", "status", "title", "case_text", "reasoning", "answer", "base_model",
-    "adapter", "settings", "timings", "source_item_id", "mode", "finished_at", "score", "time_limit_s", "config",
-    "answers",
+    "adapter", "settings", "timings", "source_item_id", "references", "mode", "finished_at", "score", "time_limit_s",
+    "config", "answers",
 )
+REFERENCE_EXPORT_FIELDS = ("title", "site", "url", "license")
+"""What an export keeps of each reference passage: enough to find and credit it (the text is in the source)."""
 
 
 class HistoryError(ValueError):
@@ -80,19 +82,21 @@ def save_case_run(
     timings: dict[str, Any] | None = None,
     status: str = "completed",
     source_item_id: str | None = None,
+    references: Sequence[dict[str, Any]] | None = None,
     count_generation: bool = True,
 ) -> CaseRun:
     """Save one case-study generation; by default it also counts toward the user's hourly limit.
 
     ``timings`` holds ``ttft_s``, ``tokens``, ``tokens_per_s`` and ``total_s``; ``status`` is
-    ``completed``, ``stopped`` or ``error``.
+    ``completed``, ``stopped`` or ``error``; ``references`` are the passages shown with the run
+    (``core.retrieval.Passage.to_dict()``), best first.
     """
     if status not in CASE_RUN_STATUSES:
         raise HistoryError(f"Unknown case-run status {status!r}; one of {', '.join(CASE_RUN_STATUSES)}.")
     run = CaseRun(
         user_id=user_id, case_text=case_text, reasoning=reasoning, answer=answer, base_model=base_model,
         adapter=adapter, settings=dict(settings or {}), timings=dict(timings or {}), status=status,
-        source_item_id=source_item_id,
+        source_item_id=source_item_id, references=[dict(r) for r in references or ()],
     )
     session.add(run)
     if count_generation:
@@ -305,6 +309,7 @@ def export_records(*, session: Session, viewer: Viewer, entries: Sequence[Histor
                 "status": run.status, "title": entry.title, "case_text": run.case_text, "reasoning": run.reasoning,
                 "answer": run.answer, "base_model": run.base_model, "adapter": run.adapter, "settings": run.settings,
                 "timings": run.timings, "source_item_id": run.source_item_id,
+                "references": [{k: ref.get(k, "") for k in REFERENCE_EXPORT_FIELDS} for ref in run.references or []],
             })
             continue
         attempt = tries.get(entry.id)

@@ -107,6 +107,13 @@ class CaseRun(SQLModel, table=True):
     source_item_id: str | None = Field(default=None, sa_type=String(ITEM_ID))
     """Bank/test-split record id when the case came from the example picker."""
     status: str = Field(default="completed", sa_type=String(16), nullable=False)
+    references: list[dict[str, Any]] = Field(
+        default_factory=list, sa_type=JSON(), nullable=False, sa_column_kwargs={"server_default": "[]"}
+    )
+    """Reference passages shown beside the run (``core.retrieval.Passage.to_dict()``), best first.
+
+    The server default fills the rows saved before references existed (migration 0004).
+    """
 
 
 class GenerationEvent(SQLModel, table=True):

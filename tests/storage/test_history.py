@@ -49,6 +49,26 @@ def test_save_case_run_round_trips_and_counts_a_generation(session: Session, mak
         _run(session, user.id, "bad", status="weird")
 
 
+PASSAGE = {
+    "id": "medquad:0001", "title": "What is Pyelonephritis?", "focus": "Pyelonephritis",
+    "question": "What is pyelonephritis?", "text": "Pyelonephritis is a kidney infection.", "site": "niddk.nih.gov",
+    "url": "https://www.niddk.nih.gov/health-information/kidney-disease/kidney-infection-pyelonephritis",
+    "license": "CC BY 4.0", "attribution": "Ben Abacha & Demner-Fushman 2019", "score": 7.25,
+}
+
+
+def test_references_are_saved_in_order_and_default_to_none(session: Session, make_user) -> None:
+    user = make_user("ann")
+    second = {**PASSAGE, "id": "medquad:0002", "title": "Kidney infection \u2014 \u00e9tude", "score": 3.5}
+    run = _run(session, user.id, "Flank pain and fever", references=[PASSAGE, second])
+    session.expire_all()  # read back from the database, not the identity map
+    again = history.get_case_run(session=session, run_id=run.id)
+    assert again.references == [PASSAGE, second]
+    assert _run(session, user.id, "No references").references == []
+    row = session.exec(select(CaseRun).where(CaseRun.case_text == "No references")).one()
+    assert row.references == []
+
+
 def test_list_case_runs_newest_first_and_only_own(session: Session, make_user) -> None:
     a, b = make_user("ann"), make_user("ben")
     first = _run(session, a.id, "first", at=T0)
@@ -211,6 +231,8 @@ def test_export_json_and_csv(session: Session, world) -> None:
     row = next(r for r in rows if r["type"] == "case_study" and r["id"] == str(world["runs"]["s1"].id))
     assert row["answer"] == "Measles" and json.loads(row["settings"])["temperature"] == 0.7
 
+    assert case["references"] == []
+
     # Another user's entries are left out even if asked for.
     assert history.export_records(session=session, viewer=world["s2"], entries=entries) == []
     everything = history.list_history(session=session, viewer=world["admin"])
@@ -229,3 +251,19 @@ def test_csv_cells_cannot_become_formulas(session: Session, make_user) -> None:
     row = next(csv.DictReader(io.StringIO(history.to_csv(records))))
     assert row["case_text"].startswith("'=") and row["answer"].startswith("'+")
     assert history.entry_dict(history.list_history(session=session, viewer=user)[0])["kind"] == "case"
+
+
+def test_export_names_each_reference_by_title_site_url_and_license(session: Session, make_user) -> None:
+    user = make_user("ann")
+    _run(session, user.id, "Flank pain", references=[PASSAGE, {**PASSAGE, "title": "=cmd()", "url": "", "score": 1.0}])
+    records = history.export_records(session=session, viewer=user,
+                                     entries=history.list_history(session=session, viewer=user))
+    expected = [
+        {"title": "What is Pyelonephritis?", "site": "niddk.nih.gov", "url": PASSAGE["url"], "license": "CC BY 4.0"},
+        {"title": "=cmd()", "site": "niddk.nih.gov", "url": "", "license": "CC BY 4.0"},
+    ]
+    (record,) = records
+    assert record["references"] == expected  # the passage text and scores stay out of the export
+    assert json.loads(history.to_json(records))[0]["references"] == expected
+    (row,) = csv.DictReader(io.StringIO(history.to_csv(records)))
+    assert json.loads(row["references"]) == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -77,6 +78,7 @@ def test_upgrade_from_previous_revision_keeps_data(empty_url: str) -> None:
         assert (run.case_text, run.reasoning, run.answer) == ("Old case", "Old reasoning", "Old answer")
         assert run.settings == {"temperature": 0.5} and run.timings == {"tokens": 7}
         assert run.created_at == created
+        assert run.references == []  # 0004: runs saved before references existed have none
         # The new revision's tables work with the old rows.
         quiz = quizzes.create_quiz_set(session=session, owner_id=user.id, title="After upgrade")
         assert quiz.id is not None
@@ -85,6 +87,60 @@ def test_upgrade_from_previous_revision_keeps_data(empty_url: str) -> None:
     if empty_url.startswith("sqlite"):  # a file database is backed up before it is upgraded
         db = Path(empty_url.removeprefix("sqlite:///"))
         assert db.with_name(f"{db.name}.before-{head_revision()}.bak").stat().st_size > 0
+
+
+def _downgrade(engine, revision: str) -> None:
+    """``alembic downgrade`` on ``engine``, with SQLite's foreign keys off as ``upgrade_database`` does."""
+    from alembic import command
+
+    cfg = alembic_config()
+    with engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        if engine.dialect.name == "sqlite":
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                cfg.attributes["connection"] = connection
+                command.downgrade(cfg, revision)
+        finally:
+            if engine.dialect.name == "sqlite":
+                raw.execute("PRAGMA foreign_keys=ON")
+
+
+def test_0004_case_run_references_upgrade_and_downgrade(empty_url: str) -> None:
+    engine = create_db_engine(empty_url)
+    upgrade_database(engine, "0003")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO users (username, role, active, created_at) "
+                                "VALUES ('ann', 'student', true, CURRENT_TIMESTAMP)"))
+        connection.execute(text("INSERT INTO case_runs (user_id, created_at, case_text, reasoning, answer, base_model, "
+                                "adapter, settings, timings, status) VALUES (1, CURRENT_TIMESTAMP, 'Before', '', '', "
+                                "'b', '', '{}', '{}', 'completed')"))
+    upgrade_database(engine, "0004")
+    columns = {c["name"]: c for c in inspect(engine).get_columns("case_runs")}
+    assert "references" in columns and columns["references"]["nullable"] is False
+    passage = {"id": "medquad:1", "title": "Kidney infection", "site": "niddk.nih.gov", "url": "https://x.example/k",
+               "license": "CC BY 4.0", "text": "A kidney infection.", "score": 2.0}
+    with Session(engine) as session:
+        assert history.get_case_run(session=session, run_id=1).references == []
+        after = history.save_case_run(session=session, user_id=1, case_text="After", reasoning="", answer="",
+                                      base_model="b", adapter="", references=[passage])
+        after_id = after.id
+    with engine.connect() as connection:  # the column is written as JSON, readable outside the ORM
+        stored = connection.execute(text('SELECT "references" FROM case_runs WHERE id = :i'), {"i": after_id}).scalar()
+    assert (json.loads(stored) if isinstance(stored, str) else stored) == [passage]
+
+    _downgrade(engine, "0003")
+    assert current_revision(engine) == "0003"
+    assert "references" not in {c["name"] for c in inspect(engine).get_columns("case_runs")}
+    with engine.connect() as connection:  # the runs themselves are kept
+        assert [r[0] for r in connection.execute(text("SELECT case_text FROM case_runs ORDER BY id"))] == ["Before", "After"]
+    upgrade_database(engine)
+    with Session(engine) as session:
+        assert [r.references for r in history.list_case_runs(session=session, user_id=1)] == [[], []]
+    if engine.dialect.name == "sqlite":
+        assert integrity_check(engine) == "ok"
+    engine.dispose()
 
 
 def test_revisions_form_one_numbered_chain() -> None:
