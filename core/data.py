@@ -48,12 +48,12 @@ from core import dedup
 from core.datasets import casimedicos, huatuo_demo, medical_o1, medmcqa, medqa, mmlu, pubmedqa, seed
 from core.datasets.base import DataError
 from core.prompts import PROMPT_FORMAT_VERSION, build_messages, format_completion
-from core.records import Record, read_jsonl, write_jsonl
+from core.records import Record, normalise, read_jsonl, write_jsonl
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PIPELINE_VERSION = "medstudy-data-v1"
+PIPELINE_VERSION = "medstudy-data-v2"
 """Bump when the pipeline's output changes for the same input (makes prepared data stale)."""
 SPLIT_SEED = "medstudy-split-v1"
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -254,22 +254,39 @@ class SplitResult:
     stats: dict[str, Any]
 
 
-def split_and_dedup(reasoning: Sequence[Record], bank: Sequence[Record]) -> SplitResult:
+def question_texts(record: Record) -> list[str]:
+    """The questions alone (the item's, and the exam question it was rewritten from)."""
+    texts = [record.question]
+    if record.source_mcq:
+        texts.append(record.source_mcq["question"])
+    return texts
+
+
+def split_and_dedup(reasoning: Sequence[Record], bank: Sequence[Record], *, embed: Callable[[list[str]], Any] | None = None) -> SplitResult:
     """Group duplicates across both sets, drop leaks and duplicates, assign splits, assemble the bank.
 
     Two relations: *duplicates* (question+options, or source MCQ, near-identical) are collapsed to one
-    record; *related* items (duplicates, or sharing a long vignette) always share a split. A related
-    group that holds any bank item loses all its reasoning members (leaks).
+    record; *related* items (duplicates, sharing a long vignette, or near copies in other words) always
+    share a split. A related group that holds any bank item loses all its reasoning members (leaks):
+    the held-out copy is kept. Near copies (:func:`core.dedup.char_copies`, and
+    :func:`core.dedup.embedding_copies` when ``embed`` is given) are searched between every reasoning
+    item and every other item.
     """
     items = list(reasoning) + list(bank)
     n_reasoning = len(reasoning)
     keys = [r.id for r in items]
     duplicates, dup_matches = dedup.group_items([dedup_texts(r) for r in items], keys)
     vignette_matches = dedup.item_matches([vignette_texts(r) for r in items])
+    copies = dedup.char_copies([dedup_texts(r) + question_texts(r) for r in items], n_reasoning)
+    if embed is not None:
+        for pair, match in dedup.embedding_copies([question_texts(r) for r in items], n_reasoning, embed).items():
+            copies.setdefault(pair, match)
     related = dedup.Groups(keys)
-    for m in [*dup_matches, *vignette_matches]:
+    for m in [*dup_matches, *vignette_matches, *copies.values()]:
         related.union(m.a, m.b)
     score_of: dict[tuple[int, int], tuple[float, str]] = {}
+    for pair, copy in copies.items():
+        score_of[pair] = (copy.score, copy.measure)
     for kind, matches in (("vignette", vignette_matches), ("duplicate", dup_matches)):
         for m in matches:
             score_of[(m.a, m.b)] = (m.score, kind)
@@ -291,7 +308,13 @@ def split_and_dedup(reasoning: Sequence[Record], bank: Sequence[Record]) -> Spli
                 direct = [(score_of[(min(i, j), max(i, j))], j) for j in in_bank if (min(i, j), max(i, j)) in score_of]
                 (score, kind), j = max(direct, key=lambda d: (d[0][1] == "duplicate", d[0][0], -d[1])) if direct else ((None, "via group"), in_bank[0])
                 leak_pairs.append(
-                    {"removed": items[i].origin, "bank_item": items[j].origin, "match": kind, "jaccard": None if score is None else round(score, 3)}
+                    {
+                        "removed": items[i].origin,
+                        "bank_item": items[j].origin,
+                        "match": kind,
+                        "score": None if score is None else round(score, 3),
+                        "conflicting_key": _keys_conflict(items[i], items[j]),
+                    }
                 )
             continue
         name = split_for(related.group_key(root))
@@ -315,7 +338,17 @@ def split_and_dedup(reasoning: Sequence[Record], bank: Sequence[Record]) -> Spli
     ids = [r.id for r in held_out]
     if len(ids) != len(set(ids)):  # a reasoning test item sharing an id with a bank item would be a leak
         raise AssertionError("duplicate ids in the bank after leak control")
+    measures = Counter(c.measure for c in copies.values())
+    crossing = [c for c in copies.values() if c.b >= n_reasoning]
     stats = {
+        "near_copy": {
+            "char_grams": dedup.CHAR_GRAMS,
+            "char_threshold": dedup.CHAR_THRESHOLD,
+            "embedding_model": None if embed is None else "sentence-transformers/all-MiniLM-L6-v2",
+            "embedding_threshold": None if embed is None else dedup.EMBED_THRESHOLD,
+            "pairs": dict(sorted(measures.items())),
+            "pairs_with_held_out": len(crossing),
+        },
         "near_duplicate_threshold": dedup.THRESHOLD,
         "shingle_words": dedup.SHINGLE_WORDS,
         "vignette_min_words": VIGNETTE_MIN_WORDS,
@@ -327,6 +360,13 @@ def split_and_dedup(reasoning: Sequence[Record], bank: Sequence[Record]) -> Spli
         "bank_related_groups": bank_groups,
     }
     return SplitResult(splits, held_out, stats)
+
+
+def _keys_conflict(a: Record, b: Record) -> bool | None:
+    """Whether two copies of one question are keyed to different answers (None: not comparable)."""
+    if not (a.correct and b.correct and a.options and b.options):
+        return None
+    return normalise(a.options.get(a.correct, "")) != normalise(b.options.get(b.correct, "")) and a.correct != b.correct
 
 
 def _dedupe_ids(bank: list[Record]) -> list[Record]:
@@ -422,6 +462,13 @@ def default_tokenizer(settings: Settings) -> tuple[Any, str] | None:
         return None
 
 
+def default_embedder(settings: Settings) -> Callable[[list[str]], Any]:
+    """all-MiniLM-L6-v2 with its vectors cached in the model cache (encoded once per machine)."""
+    from core.embedding import Embedder
+
+    return Embedder(cache_file=settings.model_cache_dir / "embeddings" / "minilm-128.npz").encode
+
+
 # -- outputs ----------------------------------------------------------------------------------------
 
 
@@ -483,18 +530,21 @@ def prepare(
     seed_file: str | None = None,
     tokenizer: Any = _DEFAULT,
     tokenizer_name: str | None = None,
+    embed: Any = _DEFAULT,
 ) -> PrepareResult:
     """Build ``settings.prepared_dir`` from ``settings.data_dir`` (see the module docstring).
 
     ``tokenizer``: the one used for token statistics (``tokenizer_name`` is recorded with them); by
     default the base model's, loaded via ``core.model`` (a warning, and no statistics, when that
-    fails); ``None`` skips the statistics. Raises :class:`DataError` for malformed input.
+    fails); ``None`` skips the statistics. ``embed``: texts -> unit vectors for paraphrase detection;
+    by default :func:`default_embedder` (``None``: the character measure alone). Raises
+    :class:`DataError` for malformed input.
     """
     collector = _WarningCollector()
     logging.getLogger("core").addHandler(collector)
     try:
         sources = read_sources(settings.data_dir, medical_o1_spec=medical_o1_spec, seed_file=seed_file)
-        result = split_and_dedup(sources.reasoning, sources.bank)
+        result = split_and_dedup(sources.reasoning, sources.bank, embed=default_embedder(settings) if embed is _DEFAULT else embed)
         if tokenizer is _DEFAULT:
             loaded = default_tokenizer(settings)
             if loaded is None:

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import dedup
+import numpy as np
+
+from core import data, dedup
 
 
 def test_shingles_normalise_case_punctuation_and_spacing():
@@ -100,3 +102,51 @@ def test_item_matches_use_any_text_of_an_item():
     groups, matches = dedup.group_items(texts, ["a", "b", "c"])
     assert [(m.a, m.b) for m in matches] == [(0, 1)]
     assert groups.group_key(1) == "a" and groups.group_key(2) == "c"
+
+
+# -- near copies in other words -----------------------------------------------------------------------
+
+RETRANSLATED = (
+    "An 84-year-old woman consults for a loss of central vision in her right eye with metamorphopsia "
+    "that began two weeks ago. Fundus examination shows a grey-green membrane under the macula.",
+    "An 84-year-old woman consults for loss of central vision in the right eye with metamorphopsias "
+    "which started two weeks ago. Examination of the fundus shows a greyish-green membrane below the macula.",
+)
+
+
+def test_char_copies_catch_a_re_translation_that_word_shingles_miss():
+    a, b = RETRANSLATED
+    assert dedup.jaccard(dedup.shingles(a), dedup.shingles(b)) < 0.3 < dedup.THRESHOLD
+    found = dedup.char_copies([[a], ["An unrelated question about renal physiology and clearance."], [b]], n_search=1)
+    assert list(found) == [(0, 2)]
+    assert found[(0, 2)].measure == "char5" and found[(0, 2)].score >= dedup.CHAR_THRESHOLD
+
+
+def test_near_copies_are_only_searched_from_the_first_items():
+    a, b = RETRANSLATED
+    # items 1 and 2 are copies of each other, but neither is among the searched (trainable) items
+    assert dedup.char_copies([["Something else entirely, about the heart."], [a], [b]], n_search=1) == {}
+
+
+def test_embedding_copies_use_the_given_encoder_and_threshold():
+    vectors = {"p": [1.0, 0.0], "q": [0.8, 0.6], "r": [0.0, 1.0]}  # cos(p, q) = 0.8, cos(p, r) = 0
+
+    def embed(texts):
+        return np.array([vectors[t] for t in texts], dtype=np.float32)
+
+    found = dedup.embedding_copies([["p"], ["q"], ["r"]], 1, embed, threshold=0.8)
+    assert list(found) == [(0, 1)] and found[(0, 1)].measure == "embedding"
+    assert dedup.embedding_copies([["p"], ["q"], ["r"]], 1, embed, threshold=0.81) == {}
+
+
+def test_split_keeps_the_held_out_copy_and_drops_the_training_one():
+    from core.records import Record
+
+    a, b = RETRANSLATED
+    options = {"A": "Wet macular degeneration", "B": "Cataract"}
+    train = Record(id="t1", source="casimedicos", license="CC BY 4.0", kind="mcq", question=a, options=options, correct="A", answer="A. x", reasoning="r")
+    held = Record(id="h1", source="casimedicos", license="CC BY 4.0", kind="mcq", question=b, options=options, correct="B", answer="B. y")
+    result = data.split_and_dedup([train], [held])
+    assert not any(result.splits.values()) and [r.id for r in result.bank] == ["h1"]
+    (pair,) = result.stats["leak_pairs"]
+    assert pair["match"] == "char5" and pair["conflicting_key"] is True
