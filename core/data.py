@@ -129,9 +129,17 @@ def _optional_files(data_dir: Path) -> list[str]:
     return found
 
 
+MEDQUAD_FOLDER = "medquad"
+MEDQUAD_SUMS = f"{MEDQUAD_FOLDER}/SHA256SUMS.txt"
+"""MedQuAD's 5,497 XML files are stood for by the folder's checksum list, which the pipeline checks
+against the files it reads (:func:`_medquad_fingerprint`)."""
+
+
 def input_files(data_dir: Path, *, medical_o1_spec: str | None = None, seed_file: str | None = None) -> dict[str, Path]:
     """Key -> path of every local file the pipeline would read now (present ones only)."""
     files = {rel: data_dir / rel for rels in REQUIRED_INPUTS.values() for rel in rels if (data_dir / rel).is_file()}
+    if (data_dir / MEDQUAD_SUMS).is_file():
+        files[MEDQUAD_SUMS] = data_dir / MEDQUAD_SUMS
     files.update({rel: data_dir / rel for rel in _optional_files(data_dir)})
     for spec in (medical_o1_spec, seed_file):
         if spec and Path(spec).expanduser().exists():
@@ -173,6 +181,12 @@ def read_sources(data_dir: Path, *, medical_o1_spec: str | None = None, seed_fil
         test_path = present("pubmedqa", pubmedqa.TEST_FILE, what=" (official test items not tagged)")
         out.bank += pubmedqa.read(path, pubmedqa.read_test_ids(test_path) if test_path else None)
 
+    if (data_dir / MEDQUAD_SUMS).is_file():
+        out.inputs[MEDQUAD_SUMS] = _medquad_fingerprint(data_dir)
+    else:
+        message = f"source medquad: {MEDQUAD_SUMS} is missing; the case study will run without references"
+        log.warning(message)
+        out.missing.append(message)
     for rel in _optional_files(data_dir):
         path = data_dir / rel
         out.inputs[rel] = _fingerprint(path)
@@ -203,6 +217,30 @@ def read_sources(data_dir: Path, *, medical_o1_spec: str | None = None, seed_fil
         )
         out.ocr_words = medmcqa.flag_ocr(mcqa, known)
     return out
+
+
+def _medquad_fingerprint(data_dir: Path) -> dict[str, Any]:
+    """The checksum list's fingerprint, after checking that every XML file matches its line in it.
+
+    A changed, added or removed XML file therefore either fails here (DataError: the list is stale)
+    or changes the list, which makes the prepared data stale.
+    """
+    sums_path = data_dir / MEDQUAD_SUMS
+    listed: dict[str, str] = {}
+    for number, line in enumerate(sums_path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            digest, _, name = line.strip().partition("  ")
+            listed[name.removeprefix("./")] = digest
+    folder = data_dir / MEDQUAD_FOLDER
+    present = {str(p.relative_to(folder)) for p in folder.glob("*/*.xml")}
+    expected = {name for name in listed if name.endswith(".xml")}
+    if present != expected:
+        diff = sorted(present ^ expected)[:5]
+        raise DataError(sums_path, None, None, f"does not list the XML files present (first differences: {diff})")
+    for name in sorted(expected):
+        if sha256_file(folder / name) != listed[name]:
+            raise DataError(folder / name, None, None, "content differs from its SHA256SUMS.txt line")
+    return _fingerprint(sums_path)
 
 
 # -- dedup, leak control, splits --------------------------------------------------------------------
@@ -510,8 +548,8 @@ def _normal_permissions(folder: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     folder.chmod(0o777 & ~umask)
-    for path in folder.iterdir():
-        path.chmod(0o666 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 class _WarningCollector(logging.Handler):
@@ -567,7 +605,9 @@ def prepare(
             path = tmp / OUTPUT_FILES[name]
             write_jsonl(path, records)
             outputs[OUTPUT_FILES[name]] = {"records": len(records), **_fingerprint(path)}
+        references = _build_references(settings, tmp, result.splits["train"])
         manifest = _manifest(settings, sources, result, tokens, outputs, collector.messages, medical_o1_spec, seed_file)
+        manifest["references"] = references
         # Written last: a folder with a manifest is a complete one.
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
         _normal_permissions(tmp)
@@ -576,6 +616,23 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PrepareResult(target, manifest)
+
+
+def _build_references(settings: Settings, folder: Path, train: list[Record]) -> dict[str, Any]:
+    """The reference index (MedQuAD + the training split's reasoning) inside the prepared folder.
+
+    It is built in the temporary folder and swapped in with the splits, so an interrupted build is
+    never used. Without MedQuAD the app still answers, without references, and says why.
+    """
+    from core import retrieval
+
+    medquad_dir = settings.data_dir / MEDQUAD_FOLDER
+    if not medquad_dir.is_dir():
+        log.warning("source medquad: %s is missing; the case study will run without references", MEDQUAD_FOLDER)
+        return {"unavailable": f"{MEDQUAD_FOLDER} is missing"}
+    section = retrieval.build_index(folder / retrieval.INDEX_DIRNAME, medquad_dir=medquad_dir, train=train)
+    # Wall times differ between runs; the manifest stays byte-identical for identical input.
+    return {k: v for k, v in section.items() if k not in {"timings", "build_seconds"}}
 
 
 def _manifest(
@@ -674,7 +731,14 @@ def is_stale(settings: Settings, *, medical_o1_spec: str | None = None, seed_fil
     current = input_files(settings.data_dir, medical_o1_spec=medical_o1_spec, seed_file=seed_file)
     if set(current) != set(recorded):
         return True
-    return any(sha256_file(path) != recorded[key]["sha256"] for key, path in current.items())
+    if any(sha256_file(path) != recorded[key]["sha256"] for key, path in current.items()):
+        return True
+    if MEDQUAD_SUMS in current:
+        try:  # an XML file edited without its checksum line
+            _medquad_fingerprint(settings.data_dir)
+        except DataError:
+            return True
+    return False
 
 
 # -- summary and command line -----------------------------------------------------------------------

@@ -90,6 +90,12 @@ class TrainConfig:
     # -- data ----------------------------------------------------------------------------------
     train_file: str = _f("", "Training records (JSONL of core.records.Record); empty: <work_dir>/data/train.jsonl.")
     eval_file: str = _f("", "Validation records; empty: <work_dir>/data/validation.jsonl; 'none': no evaluation.")
+    references_fraction: float = _f(0.0, "Share of training examples whose prompt carries retrieved reference "
+                                    "passages (RAFT-style: the best passages for the question plus one random distractor, "
+                                    "never the example's own passage), so the adapter learns to use references and to "
+                                    "answer without them. Needs the index built by `python -m core.data prepare`.")
+    references_index: str = _f("", "Prepared data folder whose references/ holds the index for references_fraction; "
+                                   "empty: <work_dir>/data.")
     max_seq_len: int = _f(1024, "Longest tokenised example (prompt + completion); longer examples are left out "
                           "(and counted), never cut, so every target keeps its final answer.")
     group_by_length: str = _f(AUTO, "Batch examples of similar token length together (less padding; batches stay "
@@ -151,6 +157,11 @@ class TrainConfig:
         if self.eval_file:
             return Path(self.eval_file).expanduser().resolve()
         return self.resolved_work_dir() / "data" / "validation.jsonl"
+
+    def resolved_references_index(self) -> Path:
+        if self.references_index:
+            return Path(self.references_index).expanduser().resolve()
+        return self.resolved_work_dir() / "data"
 
     def resolved_output_dir(self) -> Path:
         if self.output_dir:
@@ -261,6 +272,7 @@ def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
     bad_modules = [m for m in cfg.lora_target_modules if not re.fullmatch(r"[A-Za-z_][\w.]*", m)]
     need(not bad_modules, f"lora_target_modules: not module names: {bad_modules}")
     need(16 <= cfg.max_seq_len <= 131072, f"max_seq_len: must be between 16 and 131072; got {cfg.max_seq_len}")
+    need(0 <= cfg.references_fraction <= 1, f"references_fraction: must be in [0, 1]; got {cfg.references_fraction}")
     need(cfg.max_steps == -1 or cfg.max_steps >= 1, f"max_steps: must be -1 (use epochs) or >= 1; got {cfg.max_steps}")
     if cfg.max_steps == -1:
         need(0 < cfg.num_epochs <= 1000, f"num_epochs: must be > 0 (and <= 1000); got {cfg.num_epochs}")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from core.prompts import build_messages, build_training_example
 from core.records import Record
@@ -53,12 +54,51 @@ def prompt_messages(rec: Record) -> list[dict[str, str]]:
     return build_messages(question_text(rec), mcq_options(rec))
 
 
-def to_example(rec: Record) -> Example | None:
-    """The training example for a record, or None when it has no reasoning or answer to learn."""
+def to_example(rec: Record, *, references: str = "") -> Example | None:
+    """The training example for a record, or None when it has no reasoning or answer to learn.
+
+    ``references``: a context block of retrieved passages (:func:`core.retrieval.prompt_context`)
+    put before the case, as the case-study page does when "use references" is on.
+    """
     answer = final_answer(rec)
     if not rec.question.strip() or not rec.reasoning.strip() or not answer:
         return None
-    return build_training_example(question_text(rec), rec.reasoning, answer, mcq_options(rec))
+    return build_training_example(question_text(rec), rec.reasoning, answer, mcq_options(rec), context=references)
+
+
+ContextFor = Callable[[Record], str]
+
+
+def _unit(seed: int, key: str) -> float:
+    digest = hashlib.sha256(f"{seed}\x1f{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def raft_references(index: Any, *, fraction: float, seed: int) -> ContextFor:
+    """Which records get references, and which (RAFT-style, Zhang et al. 2024).
+
+    A seeded hash of the record id picks ``fraction`` of the records. Each gets the best retrieved
+    passages for its question, minus any passage made from the record itself (the index holds the
+    training split's reasoning: the model must not learn to copy its own answer), with one random
+    distractor put at a random place among them, so it also learns that a passage can be off topic.
+    """
+    from core.retrieval import PROMPT_PASSAGES, prompt_context
+
+    def context_for(rec: Record) -> str:
+        if fraction <= 0 or _unit(seed, rec.id) >= fraction:
+            return ""
+        own = f"train:{rec.id}:"
+        hits = [p for p in index.search(rec.question, k=PROMPT_PASSAGES + 4) if not p.id.startswith(own)]
+        passages = hits[: PROMPT_PASSAGES - 1]
+        rng = random.Random(f"{seed}:{rec.id}")
+        for _ in range(8):  # a distractor that is neither a hit nor the record's own passage
+            candidate = index.passage(rng.randrange(len(index)))
+            if candidate.id not in {p.id for p in hits} and not candidate.id.startswith(own):
+                passages.insert(rng.randrange(len(passages) + 1), candidate)
+                break
+        return prompt_context(passages)
+
+    return context_for
 
 
 def read_records(path: Path) -> list[Record]:
@@ -117,13 +157,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_examples(path: Path) -> ExampleSet:
-    """Training examples from a records file; records without reasoning or answer are counted, not used."""
+def load_examples(path: Path, *, references: ContextFor | None = None) -> ExampleSet:
+    """Training examples from a records file; records without reasoning or answer are counted, not used.
+
+    ``references``: record -> context block ("" for none), e.g. :func:`raft_references`.
+    """
     records = read_records(path)
     examples, ids = [], []
     skipped: dict[str, int] = {}
     for rec in records:
-        ex = to_example(rec)
+        ex = to_example(rec, references=references(rec) if references else "")
         if ex is None:
             skipped["no reasoning or answer"] = skipped.get("no reasoning or answer", 0) + 1
             continue

@@ -36,7 +36,7 @@ from trainer.config import (
     load_config,
     save_config,
 )
-from trainer.dataset import DataError, ExampleSet, drop_overlong, load_examples
+from trainer.dataset import DataError, ExampleSet, drop_overlong, load_examples, raft_references
 from trainer.status import (
     ADAPTER_DIR,
     COMPLETED,
@@ -285,7 +285,16 @@ def _train(
                                   resolve_base_model, resolve_runtime)
 
     rt = resolve_runtime(cfg)
-    train_set: ExampleSet = load_examples(Path(cfg.train_file))
+    references = None
+    if cfg.references_fraction > 0:
+        from core.retrieval import RetrievalUnavailable, load_index
+
+        try:
+            index = load_index(cfg.resolved_references_index())
+        except RetrievalUnavailable as exc:
+            raise DataError(f"references_fraction {cfg.references_fraction}: {exc}") from exc
+        references = raft_references(index, fraction=cfg.references_fraction, seed=cfg.seed)
+    train_set: ExampleSet = load_examples(Path(cfg.train_file), references=references)
     eval_set: ExampleSet | None = load_examples(Path(cfg.eval_file)) if cfg.eval_file != NO_EVAL else None
 
     base = resolve_base_model(cfg.model_name, work_dir=Path(cfg.work_dir), progress=log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -97,3 +98,63 @@ def test_drop_overlong_leaves_out_long_examples(tmp_path):
     assert len(kept.examples) == 2 and kept.skipped == {f"longer than {lengths[1]} tokens": 1}
     with pytest.raises(DataError):
         drop_overlong(tok, examples, lengths[0] - 1)
+
+
+# -- retrieval-augmented examples (RAFT-style) -------------------------------------------------------
+
+
+class _FakeIndex:
+    """Passages ``p0..p19``; the search returns the record's own passage first, then p0, p1, ..."""
+
+    def __init__(self) -> None:
+        from core.retrieval import Passage
+
+        self._passages = [
+            Passage(id=f"medquad:x-{n}:1:0", title=f"Topic {n}", focus="", question="", text=f"passage text {n}",
+                    site="MedlinePlus", url="https://example.org", license="CC BY 4.0", attribution="MedQuAD")
+            for n in range(20)
+        ]
+        self.Passage = Passage
+
+    def __len__(self) -> int:
+        return len(self._passages)
+
+    def passage(self, row: int):
+        return self._passages[row]
+
+    def search(self, query: str, *, k: int = 5):
+        own = self.Passage(id=f"train:{query}:0", title="Own worked case", focus="", question=query, text="OWN ANSWER",
+                           site="x", url="https://example.org", license="x", attribution="x")
+        return [own, *self._passages[:k - 1]]
+
+
+def _raft_records(n: int) -> list[Record]:
+    return [Record(id=f"r{i}", source="medical-o1", license="Apache-2.0", question=f"r{i}", reasoning="because", answer="yes")
+            for i in range(n)]
+
+
+def test_raft_references_never_show_a_records_own_passage_and_add_one_distractor():
+    from trainer.dataset import raft_references
+
+    context_for = raft_references(_FakeIndex(), fraction=1.0, seed=7)
+    for rec in _raft_records(30):
+        context = context_for(rec)
+        assert "OWN ANSWER" not in context and "Own worked case" not in context
+        titles = re.findall(r"^\[\d\] (.*)$", context, flags=re.M)
+        assert len(titles) == 3  # the two best other passages and one distractor
+        assert {"Topic 0", "Topic 1"} <= set(titles)
+        assert context_for(rec) == context  # seeded: the same example every epoch and every run
+
+
+def test_raft_fraction_picks_a_seeded_share_and_the_examples_carry_the_context(tmp_path):
+    from trainer.dataset import raft_references
+
+    records = _raft_records(400)
+    picked = [bool(raft_references(_FakeIndex(), fraction=0.5, seed=1)(r)) for r in records]
+    assert 150 < sum(picked) < 250
+    assert not any(raft_references(_FakeIndex(), fraction=0.0, seed=1)(r) for r in records)
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, records)
+    examples = load_examples(path, references=raft_references(_FakeIndex(), fraction=0.5, seed=1))
+    with_refs = [ex for ex in examples.examples if ex["prompt"][1]["content"].startswith("Context:\n[1] ")]
+    assert len(with_refs) == sum(picked)
