@@ -7,6 +7,17 @@ per model; a caller that has to wait first gets a ``"waiting"`` event), decodes 
 the one prompt format of :mod:`core.prompts`. Setting the ``stop`` event (or closing the
 generator) ends generation at the next token.
 
+A final answer every time (budget forcing): the model reasons freely until ``max_new_tokens``
+less an answer allowance (:data:`ANSWER_ALLOWANCE`); if by then it has not written the final-answer
+marker, or when the ``conclude`` event is set ("Conclude now"), the reasoning ends, the marker is
+appended as tokens and the model writes its answer, one paragraph of at most the allowance. That
+second phase re-runs the prompt, the reasoning and the marker through the same decoder (a new
+prefill: measured with the embedded model and adapter on the 2-core CPU, one decoding thread, 0.4 s
+for 420-540 tokens and 1.0-1.8 s for 920-1,000, i.e. the pause before the marker appears, against
+5 decoding steps, about 0.2 s, had the reasoning's KV cache been extended instead). The evaluation
+(``trainer.evaluate``) forces with the same rules (:func:`answer_budget`, :func:`needs_forcing`,
+:func:`answer_complete`), so its numbers describe what the page serves.
+
 Serving speed: :func:`serving_plan` says how a merged model is served on a device and
 :func:`prepare_for_serving` applies it once, at load time. Decoding runs in the lean Llama decoder
 of :mod:`core.decoder` (checked against transformers at load; ``generate`` with the same streamer
@@ -23,15 +34,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Protocol, Sequence
 
-from core.prompts import build_messages, marker_prefix_len, parse_completion, user_message
+from core.prompts import FINAL_ANSWER_MARKER, build_messages, marker_prefix_len, parse_completion, user_message
 from core.records import Record, read_jsonl
 
 if TYPE_CHECKING:  # heavy imports stay inside functions
@@ -41,6 +53,7 @@ _log = logging.getLogger(__name__)
 
 EventKind = Literal["waiting", "started", "text", "done"]
 FinishReason = Literal["eos", "length", "stopped"]
+ForcedReason = Literal["budget", "conclude"]
 WeightFormat = Literal["fp32", "bf16", "int8"]
 
 
@@ -56,16 +69,91 @@ class Servable(Protocol):
     lock: threading.Lock
 
 
+# -- budget forcing --------------------------------------------------------------------------------
+
+ANSWER_ALLOWANCE = 64
+"""Tokens kept back from ``max_new_tokens`` for a forced final answer, the appended marker included.
+
+Measured on the training split (``.work/data/train.jsonl``, 881 examples, SmolLM2 tokenizer): the
+final-answer line of a multiple-choice example (``C. <option text>``) is at most 45 tokens in 99%
+of them; an open-ended reference answer is a whole explanatory paragraph (median 114, p95 267
+tokens), but its first sentence, which carries the conclusion, is at most 57-59 tokens in 95%. A
+forced answer is meant to be that conclusion, not the explanation (the reasoning before it already
+is one), so 64 = the 5 marker tokens plus 59 answer tokens: the p95 of those first sentences.
+"""
+
+FORCED_MARKER_TEXT = "\n\n" + FINAL_ANSWER_MARKER
+"""What a forced answer starts with: a blank line, then the marker (tokenised as in the trained
+completions, where the reasoning's last token is followed by two newline tokens and the marker)."""
+
+_PARAGRAPH_END = re.compile(r"\S[ \t]*\n[ \t]*\n")
+
+
+def marker_ids(tokenizer: Any) -> list[int]:
+    """Token ids of :data:`FORCED_MARKER_TEXT` (no special tokens)."""
+    return [int(i) for i in tokenizer.encode(FORCED_MARKER_TEXT, add_special_tokens=False)]
+
+
+@dataclass(frozen=True)
+class AnswerBudget:
+    """How one request's ``max_new_tokens`` splits into reasoning and a forced final answer."""
+
+    total: int
+    """``max_new_tokens``: reasoning, marker and answer together never exceed it."""
+    reasoning: int
+    """Generated tokens after which, with no final-answer marker yet, the answer is forced."""
+    marker: tuple[int, ...]
+    """Token ids appended to force the answer (:func:`marker_ids`)."""
+    answer: int
+    """Most tokens generated after a forced marker; 0 when the budget is too small to force."""
+
+    @property
+    def can_force(self) -> bool:
+        return self.answer > 0
+
+
+def answer_budget(max_new_tokens: int, marker: Sequence[int], *, allowance: int = ANSWER_ALLOWANCE) -> AnswerBudget:
+    """Split ``max_new_tokens``: the allowance (at most half the budget, so a small budget still
+    reasons) goes to marker + answer, the rest to reasoning. ``allowance`` 0 never forces."""
+    total = int(max_new_tokens)
+    kept = max(0, min(int(allowance), total // 2))
+    answer = kept - len(marker)
+    if answer <= 0:
+        return AnswerBudget(total=total, reasoning=total, marker=tuple(marker), answer=0)
+    return AnswerBudget(total=total, reasoning=total - kept, marker=tuple(marker), answer=answer)
+
+
+def needs_forcing(text: str, n_tokens: int, budget: AnswerBudget) -> bool:
+    """Whether reasoning ``text`` (``n_tokens`` generated tokens, no end-of-sequence) has used up its
+    share of the budget without writing the final-answer marker."""
+    return budget.can_force and n_tokens >= budget.reasoning and not parse_completion(text).has_answer
+
+
+def answer_complete(answer: str) -> bool:
+    """Whether a forced answer's text (what follows the marker) has ended: a blank line after some text."""
+    return _PARAGRAPH_END.search(answer) is not None
+
+
 # -- settings ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Per-request sampling settings. ``temperature == 0`` means greedy decoding."""
+    """Per-request sampling settings. ``temperature == 0`` means greedy decoding.
 
-    max_new_tokens: int = 384
+    ``max_new_tokens`` defaults to 768: the p95 length of the training split's reference completions
+    (reasoning + final answer: 758 tokens with the SmolLM2 tokenizer, ``.work/data/train.jsonl``),
+    rounded up to a multiple of 64, so a model that writes like its training data has room to end
+    on its own. It is to be re-set from the shipped adapter's own evaluation samples (the lengths
+    of its generations). It must stay at most ``core.settings.Settings.max_new_tokens`` (768), the
+    app's cap, which :meth:`clamped` applies.
+    """
+
+    max_new_tokens: int = 768
     temperature: float = 0.3
     top_p: float = 0.9
+    answer_allowance: int = ANSWER_ALLOWANCE
+    """Tokens of ``max_new_tokens`` kept for a forced final answer (:func:`answer_budget`); 0 never forces."""
 
     def clamped(self, *, cap: int) -> "GenerationSettings":
         """The same settings forced into valid ranges, with ``max_new_tokens`` at most ``cap``."""
@@ -73,6 +161,7 @@ class GenerationSettings:
             max_new_tokens=max(1, min(int(self.max_new_tokens), cap)),
             temperature=min(max(float(self.temperature), 0.0), 2.0),
             top_p=min(max(float(self.top_p), 0.05), 1.0),
+            answer_allowance=max(0, int(self.answer_allowance)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +186,8 @@ class GenerationStats:
     waited_s: float = 0.0
     """Time spent waiting for another generation on the same model to finish."""
     finish_reason: FinishReason | None = None
+    forced: ForcedReason | None = None
+    """Why the final answer was forced (``budget`` or ``conclude``); None while the model writes on its own."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,35 +210,45 @@ class StreamEvent:
     def stopped(self) -> bool:
         return self.stats.finish_reason == "stopped"
 
+    @property
+    def forced(self) -> ForcedReason | None:
+        """Why the final answer was forced (set from the moment the marker is appended); None if not."""
+        return self.stats.forced
+
 
 # -- stopping and streaming ----------------------------------------------------------------------
 
 
-def _stop_criteria(stop: threading.Event) -> Any:
+def _stop_when(check: Callable[["torch.Tensor"], bool]) -> Any:
+    """A ``generate`` stopping criterion: ends generation after the token at which ``check(sequence)`` is true.
+
+    Checked once per decoding step, batch 1 (``sequence`` is the whole (1, n) sequence, prompt included).
+    """
     from transformers import StoppingCriteria
 
-    class StopOnEvent(StoppingCriteria):
-        """Ends generation at the next token once ``stop`` is set (checked once per decoding step)."""
-
+    class StopWhen(StoppingCriteria):
         def __call__(self, input_ids: "torch.LongTensor", scores: Any, **kwargs: Any) -> "torch.BoolTensor":
             import torch
 
-            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+            return torch.full((input_ids.shape[0],), bool(check(input_ids)), dtype=torch.bool, device=input_ids.device)
 
-    return StopOnEvent()
+    return StopWhen()
 
 
 def _timed_streamer(tokenizer: Any, timeout: float | None) -> Any:
     from transformers import TextIteratorStreamer
 
     class TimedStreamer(TextIteratorStreamer):
-        """A TextIteratorStreamer that also records when each generated token arrived."""
+        """A TextIteratorStreamer that also records when each generated token arrived, and that stays
+        open across the two phases of a forced answer (``generate`` ends its stream after each call)."""
 
         def __init__(self) -> None:
             super().__init__(
                 tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=True, clean_up_tokenization_spaces=False
             )
             self.token_times: list[float] = []
+            self.hold_end = True
+            """While true, ``end()`` (called by ``generate``) flushes the text but does not end the stream."""
 
         def put(self, value: "torch.Tensor") -> None:
             if not self.next_tokens_are_prompt:
@@ -155,7 +256,61 @@ def _timed_streamer(tokenizer: Any, timeout: float | None) -> Any:
                 self.token_times.extend([now] * int(value.numel()))
             super().put(value)
 
+        def put_generated(self, ids: Sequence[int]) -> None:
+            """Stream ``ids`` as generated text (the appended marker), whatever came before."""
+            import torch
+
+            self.next_tokens_are_prompt = False
+            self.put(torch.tensor(list(ids), dtype=torch.long))
+
+        def end(self) -> None:
+            if not self.hold_end:
+                super().end()
+                return
+            if self.token_cache:
+                text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+                self.on_finalized_text(text[self.print_len :])
+            self.token_cache, self.print_len = [], 0
+            self.next_tokens_are_prompt = True
+
+        def finish(self) -> None:
+            """End the stream for real (the consumer's loop stops after the remaining text)."""
+            self.hold_end = False
+            self.end()
+
     return TimedStreamer()
+
+
+class _ReasoningGate:
+    """Decides after each reasoning token whether the reasoning phase ends (runs on the worker thread).
+
+    It ends at ``stop``; and, while no final-answer marker has been written, when the reasoning has used
+    its share of the budget or ``conclude`` is set: then :attr:`forced` says why. The generated text
+    is decoded only when one of those could apply (at most once per token after ``conclude``, once at
+    the budget), and a marker once seen is remembered: text only grows, so it stays there.
+    """
+
+    def __init__(
+        self, tokenizer: Any, budget: AnswerBudget, *, stop: threading.Event, conclude: threading.Event
+    ) -> None:
+        self.tokenizer, self.budget, self.stop, self.conclude = tokenizer, budget, stop, conclude
+        self.forced: ForcedReason | None = None
+        self._marker_seen = False
+
+    def ends(self, n: int, ids: Callable[[], list[int]]) -> bool:
+        if self.stop.is_set():
+            return True
+        if self._marker_seen or not self.budget.can_force:
+            return False
+        concluding = self.conclude.is_set()
+        if not concluding and n < self.budget.reasoning:
+            return False
+        text = self.tokenizer.decode(ids(), skip_special_tokens=True)
+        if parse_completion(text).has_answer:
+            self._marker_seen = True  # a natural answer: it goes on to the full budget
+            return False
+        self.forced = "conclude" if concluding else "budget" if needs_forcing(text, n, self.budget) else None
+        return self.forced is not None
 
 
 # One long-lived worker thread per model: generations on a model are serialised by its lock anyway,
@@ -226,6 +381,7 @@ def stream_case(
     served: Servable,
     settings: GenerationSettings,
     stop: threading.Event | None = None,
+    conclude: threading.Event | None = None,
     options: dict[str, str] | None = None,
     context: str = "",
     poll_s: float = 0.2,
@@ -236,8 +392,17 @@ def stream_case(
     ``started`` (the model is ours), ``text`` (new text arrived), and exactly one ``done`` at the
     end whose stats carry the finish reason. ``settings`` must already be clamped to the app's cap.
     Errors inside generation are raised as :class:`GenerationError`; the lock is always released.
+
+    Budget forcing (see the module docstring): when the reasoning reaches its share of the budget
+    (:func:`answer_budget`) without a final-answer marker, or ``conclude`` is set while no marker has
+    been written, the marker is appended and streamed, and the model writes at most the allowance,
+    ending at end-of-sequence or at the end of the answer's paragraph. Events from then on carry
+    ``forced`` (``"budget"`` or ``"conclude"``). The second phase re-runs prompt + reasoning + marker
+    from scratch (see the module docstring for what that prefill costs). ``stop`` still ends
+    generation without an answer.
     """
     stop = stop or threading.Event()
+    conclude = conclude or threading.Event()
     waited_from = time.perf_counter()
     acquired = served.lock.acquire(blocking=False)
     while not acquired:
@@ -250,7 +415,8 @@ def stream_case(
     waited = time.perf_counter() - waited_from
     try:
         yield from _generate_locked(
-            case_text, served=served, settings=settings, stop=stop, options=options, context=context, waited=waited
+            case_text, served=served, settings=settings, stop=stop, conclude=conclude, options=options,
+            context=context, waited=waited,
         )
     finally:
         served.lock.release()
@@ -262,6 +428,7 @@ def _generate_locked(
     served: Servable,
     settings: GenerationSettings,
     stop: threading.Event,
+    conclude: threading.Event,
     options: dict[str, str] | None,
     context: str,
     waited: float,
@@ -273,53 +440,70 @@ def _generate_locked(
     try:
         device = next(model.parameters()).device
         input_ids = prompt_ids(tokenizer, case_text, options, context=context).to(device)
+        marker = marker_ids(tokenizer) if settings.answer_allowance > 0 else []
     except Exception as exc:  # noqa: BLE001 - a tokenizer/template failure becomes a user-facing message
         raise GenerationError(f"Could not prepare the prompt: {exc}") from exc
+    budget = answer_budget(settings.max_new_tokens, marker, allowance=settings.answer_allowance)
     prompt_len = int(input_ids.shape[1])
     streamer = _timed_streamer(tokenizer, timeout=None)
-    kwargs: dict[str, Any] = dict(
-        input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        max_new_tokens=settings.max_new_tokens,
-        streamer=streamer,
-        stopping_criteria=[_stop_criteria(stop)],
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    eos = eos_ids(model)
+    sampling: dict[str, Any] = (
+        dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
+        if settings.temperature > 0 else dict(do_sample=False)
     )
-    if settings.temperature > 0:
-        kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
-    else:
-        kwargs.update(do_sample=False)
-
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    gate = _ReasoningGate(tokenizer, budget, stop=stop, conclude=conclude)
+    forced: list[ForcedReason] = []  # set by the worker before the marker is streamed
+    answer_cut_short: list[bool] = []
     failure: list[BaseException] = []
 
     decoder = decoder_for(model)
     if decoder is not None and not decoder.fits(prompt_len, settings.max_new_tokens):
         decoder = None  # longer than the decoder's cache: generate (dynamic cache) serves it
 
-    def lean() -> None:
-        # The lean decoder's loop, feeding the same streamer as generate would (prompt first, then tokens).
-        streamer.put(input_ids.cpu())
-        decoder.generate(
-            input_ids,
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            should_stop=stop.is_set,
-            on_token=lambda token: streamer.put(torch.tensor([token])),
-            eos=eos_ids(model),
-        )
-        streamer.end()
+    def run(ids: "torch.Tensor", max_new: int, ends: Callable[[int, Callable[[], list[int]]], bool]) -> list[int]:
+        """One phase: up to ``max_new`` tokens after ``ids`` into the streamer; ``ends(n, ids)`` is asked after
+        each token (EOS ends it too). Returns the phase's tokens."""
+        if decoder is not None:
+            out: list[int] = []
+
+            def on_token(token: int) -> None:
+                out.append(token)
+                streamer.put(torch.tensor([token]))
+
+            decoder.generate(ids, max_new_tokens=max_new, temperature=settings.temperature, top_p=settings.top_p,
+                             should_stop=lambda: ends(len(out), lambda: out), on_token=on_token, eos=eos)
+            return out
+        start = int(ids.shape[1])
+        streamer.next_tokens_are_prompt = True  # generate puts the input first
+        with torch.inference_mode():
+            seq = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, streamer=streamer,
+                stopping_criteria=[_stop_when(lambda s: ends(int(s.shape[1]) - start, lambda: s[0, start:].tolist()))],
+                pad_token_id=pad_id, **sampling,
+            )
+        return [int(t) for t in seq[0, start:].tolist()]
+
+    def answer_ends(n: int, ids: Callable[[], list[int]]) -> bool:
+        return stop.is_set() or answer_complete(tokenizer.decode(ids(), skip_special_tokens=True))
 
     def work() -> None:
         try:
             if decoder is not None:
-                lean()
-            else:
-                with torch.inference_mode():
-                    model.generate(**kwargs)
+                streamer.put(input_ids.cpu())  # the prompt first, as generate does (the streamer skips it)
+            reasoning = run(input_ids, budget.total, gate.ends)
+            if gate.forced is None or stop.is_set() or (reasoning and reasoning[-1] in eos):
+                return
+            forced.append(gate.forced)
+            streamer.put_generated(budget.marker)
+            tail = torch.tensor([reasoning + list(budget.marker)], dtype=input_ids.dtype, device=input_ids.device)
+            answer = run(torch.cat([input_ids, tail], dim=1), budget.answer, answer_ends)
+            ended = bool(answer) and (answer[-1] in eos or answer_ends(len(answer), lambda: answer))
+            answer_cut_short.append(len(answer) >= budget.answer and not ended)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread below
             failure.append(exc)
-            streamer.end()  # unblock the consumer; generate did not get to end the stream
+        finally:
+            streamer.finish()  # unblock the consumer whatever happened
 
     def stats(finish: FinishReason | None = None) -> GenerationStats:
         times = list(streamer.token_times)
@@ -333,6 +517,7 @@ def _generate_locked(
             elapsed_s=time.perf_counter() - t0,
             waited_s=waited,
             finish_reason=finish,
+            forced=forced[0] if forced else None,
         )
 
     future = _worker_for(model).submit(work)
@@ -359,6 +544,8 @@ def _generate_locked(
     final = stats()
     if stop_requested:
         finish: FinishReason = "stopped"
+    elif forced:
+        finish = "length" if answer_cut_short and answer_cut_short[0] else "eos"
     elif final.new_tokens >= settings.max_new_tokens:
         finish = "length"
     else:
@@ -387,6 +574,10 @@ class CaseRun:
     stopped: bool
     example_id: str | None = None
     """Id of the test-split record the case came from, if it was picked as an example."""
+    forced: ForcedReason | None = None
+    """Why the final answer was forced (``budget`` or ``conclude``); None when the model wrote it unprompted."""
+    references: list[dict[str, Any]] = field(default_factory=list)
+    """Reference passages given to the model as context (``core.retrieval.Passage.to_dict()``), best first."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -407,9 +598,11 @@ class CaseRun:
                 "total_s": self.stats.get("elapsed_s"),
                 "waited_s": self.stats.get("waited_s"),
                 "finish_reason": self.stats.get("finish_reason"),
+                "forced": self.forced,
             },
             "status": "stopped" if self.stopped else "completed",
             "source_item_id": self.example_id,
+            "references": [dict(r) for r in self.references],
         }
 
 
@@ -422,8 +615,12 @@ def case_run(
     settings: GenerationSettings,
     example_id: str | None = None,
     stopped: bool | None = None,
+    references: Sequence[dict[str, Any]] = (),
 ) -> CaseRun:
-    """The run record for the last event of a stream (``stopped`` overrides the event's finish reason)."""
+    """The run record for the last event of a stream (``stopped`` overrides the event's finish reason).
+
+    ``references`` are the passages the prompt's context was built from (``Passage.to_dict()``).
+    """
     is_stopped = event.stopped if stopped is None else stopped
     stats = replace(event.stats, finish_reason="stopped") if is_stopped else event.stats
     reasoning, answer, has_answer = _split(event.text, final=True) if event.text else ("", "", False)
@@ -439,6 +636,8 @@ def case_run(
         stats=stats.to_dict(),
         stopped=is_stopped,
         example_id=example_id,
+        forced=event.forced,
+        references=[dict(r) for r in references],
     )
 
 

@@ -314,6 +314,9 @@ class _Tok:
     def decode(self, ids, **_kwargs):
         return "".join(f"<{int(i)}>" for i in ids)
 
+    def encode(self, text, **_kwargs):
+        return [5, 6, 7]  # the forced final-answer marker (decoded, it is no marker: the answer runs to its limit)
+
 
 class _Served:
     def __init__(self, model):
@@ -331,12 +334,14 @@ def test_stream_case_decodes_with_the_lean_decoder_and_falls_back_beyond_its_cac
     original = inference.decoder_for(lean).generate
     inference.decoder_for(lean).generate = lambda *a, **k: calls.append(1) or original(*a, **k)
     texts = [list(inference.stream_case("case", served=_Served(m), settings=greedy))[-1] for m in (plain, lean)]
-    assert calls == [1] and texts[1].text == texts[0].text and texts[1].stats.new_tokens == 12
+    assert calls == [1, 1] and texts[1].text == texts[0].text and texts[1].stats.new_tokens == 12
+    # neither wrote a final answer: both forced one, the lean decoder serving both phases
+    assert texts[0].forced == texts[1].forced == "budget" and "<5><6><7>" in texts[1].text
     # 8 prompt tokens + 60 new > 64 slots: generate serves it, with the same greedy text
     longer = GenerationSettings(max_new_tokens=60, temperature=0.0)
     want = list(inference.stream_case("case", served=_Served(plain), settings=longer))[-1]
     got = list(inference.stream_case("case", served=_Served(lean), settings=longer))[-1]
-    assert calls == [1] and got.text == want.text and got.stats.new_tokens == 60
+    assert calls == [1, 1] and got.text == want.text and got.stats.new_tokens == 60 and got.forced == "budget"
 
 
 # -- CUDA: the compiled step ------------------------------------------------------------------------

@@ -90,7 +90,7 @@ class ScriptedModel:
         yield torch.zeros(1)
 
     def generate(self, *, input_ids, streamer, stopping_criteria, max_new_tokens, **kwargs):
-        self.calls.append({"max_new_tokens": max_new_tokens, **kwargs})
+        self.calls.append({"max_new_tokens": max_new_tokens, "input_ids": input_ids[0].tolist(), **kwargs})
         streamer.put(input_ids)
         ids = input_ids
         for i, token in enumerate(self.token_ids[:max_new_tokens]):
@@ -269,12 +269,189 @@ def test_case_run_records_everything_history_needs():
     run = inference.case_run(event, case_text="case", base_model="base-id", adapter="none", settings=settings, example_id="x:1")
     d = run.to_dict()
     assert d["reasoning"] == "Reasoning here." and d["answer"] == "B" and d["has_answer"]
-    assert d["settings"] == {"max_new_tokens": 64, "temperature": 0.2, "top_p": 0.9}
+    assert d["settings"] == {"max_new_tokens": 64, "temperature": 0.2, "top_p": 0.9, "answer_allowance": 64}
     assert d["stats"]["tokens_per_s"] == 30.0 and d["stats"]["finish_reason"] == "eos"
     assert (d["base_model"], d["adapter"], d["example_id"], d["stopped"]) == ("base-id", "none", "x:1", False)
     stopped = inference.case_run(event, case_text="c", base_model="b", adapter="a", settings=settings, stopped=True)
     assert stopped.stopped and stopped.stats["finish_reason"] == "stopped"
     json.dumps(d)  # storable as JSON
+
+
+def test_case_run_carries_forcing_and_references_into_history():
+    event = StreamEvent(
+        "done",
+        text="Reasoning.\n\nFinal answer: B",
+        stats=inference.GenerationStats(new_tokens=20, finish_reason="eos", forced="budget"),
+    )
+    refs = [{"id": "ref:1", "title": "Heparin", "text": "Protamine reverses heparin.", "score": 3.5}]
+    run = inference.case_run(event, case_text="c", base_model="b", adapter="a", settings=GenerationSettings(),
+                             references=refs)
+    fields = run.history_fields()
+    assert run.forced == event.forced == "budget"
+    assert fields["timings"]["forced"] == "budget" and fields["references"] == refs
+    plain = inference.case_run(StreamEvent("done", text="x", stats=inference.GenerationStats(finish_reason="eos")),
+                               case_text="c", base_model="b", adapter="a", settings=GenerationSettings())
+    assert plain.history_fields()["timings"]["forced"] is None and plain.history_fields()["references"] == []
+    json.dumps(fields)
+
+
+# -- budget forcing ----------------------------------------------------------------------------------
+
+
+def test_default_budget_fits_the_app_cap_and_splits_into_reasoning_and_answer(tokenizer):
+    from core.settings import Settings
+
+    default = GenerationSettings()
+    assert default.max_new_tokens == 768 <= Settings().max_new_tokens
+    assert default.clamped(cap=Settings().max_new_tokens) == default
+    marker = inference.marker_ids(tokenizer)
+    assert tokenizer.decode(marker) == "\n\n" + FINAL_ANSWER_MARKER
+    budget = inference.answer_budget(768, marker)
+    allowance = inference.ANSWER_ALLOWANCE
+    assert (budget.reasoning, budget.answer) == (768 - allowance, allowance - len(marker))
+    assert budget.reasoning + len(marker) + budget.answer == 768
+    small = inference.answer_budget(20, marker)  # at most half of a small budget is kept for the answer
+    assert (small.reasoning, small.answer) == (10, 10 - len(marker))
+    assert not inference.answer_budget(8, marker).can_force  # no room for an answer after the marker
+    assert not inference.answer_budget(768, marker, allowance=0).can_force
+    assert inference.answer_budget(8, marker).reasoning == 8
+
+
+def test_forcing_decisions_are_pure_functions_of_text_and_count(tokenizer):
+    budget = inference.answer_budget(100, inference.marker_ids(tokenizer))
+    assert budget.reasoning == 50
+    assert not inference.needs_forcing("thinking", 49, budget)
+    assert inference.needs_forcing("thinking", 50, budget)
+    assert not inference.needs_forcing("thinking.\n\nFinal answer: B", 50, budget)
+    assert not inference.answer_complete(" B. Protamine")
+    assert not inference.answer_complete("\n\n B. Protamine\n")  # blank lines before the text do not end it
+    assert inference.answer_complete(" B. Protamine sulfate.\n\nBecause")
+    assert inference.answer_complete(" B.  \n \n")
+
+
+def test_the_gate_ignores_conclude_once_the_model_wrote_its_own_marker(tokenizer):
+    budget = inference.answer_budget(100, inference.marker_ids(tokenizer))
+    conclude = threading.Event()
+    conclude.set()
+    natural = tokenizer.encode("Pain.\n\nFinal answer: B", add_special_tokens=False)
+    gate = inference._ReasoningGate(tokenizer, budget, stop=threading.Event(), conclude=conclude)
+    assert not gate.ends(len(natural), lambda: natural) and gate.forced is None
+    assert not gate.ends(99, lambda: natural)  # and not at the budget either: it runs to the full budget
+    thinking = tokenizer.encode("Pain and fever", add_special_tokens=False)
+    gate = inference._ReasoningGate(tokenizer, budget, stop=threading.Event(), conclude=conclude)
+    assert gate.ends(len(thinking), lambda: thinking) and gate.forced == "conclude"
+
+
+def _tokens(tokenizer, text: str) -> int:
+    return len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _lean(tokenizer, seed: int = 0):
+    plan = ServingPlan("fp32", max_cache_len=512, decoder=True)
+    model = inference.prepare_for_serving(_tiny_model(len(tokenizer), seed=seed), plan)
+    assert inference.decoder_for(model) is not None
+    return model
+
+
+@pytest.mark.parametrize("path", ["generate", "decoder"])
+def test_a_model_that_never_concludes_gets_a_forced_final_answer_within_the_budget(tiny, tokenizer, path):
+    model = tiny if path == "generate" else _lean(tokenizer)
+    assert (inference.decoder_for(model) is not None) == (path == "decoder")
+    settings = GenerationSettings(max_new_tokens=90, temperature=0)
+    budget = inference.answer_budget(90, inference.marker_ids(tokenizer))
+    events = list(inference.stream_case("A case.", served=Served(model, tokenizer), settings=settings))
+    done = events[-1]
+    assert done.forced == "budget" and done.has_answer and done.stats.forced == "budget"
+    assert done.stats.new_tokens <= 90
+    reasoning_text, _, _ = done.text.rpartition("\n\n" + FINAL_ANSWER_MARKER)
+    assert _tokens(tokenizer, reasoning_text) <= budget.reasoning + 1  # + 1: a token may re-merge at the cut
+    assert done.stats.finish_reason in ("eos", "length")
+    # The page saw the reasoning unforced, then the marker arrive with the forced flag.
+    texts = [e for e in events if e.kind == "text"]
+    assert any(e.forced is None and not e.has_answer for e in texts)
+    assert all(e.forced == "budget" for e in texts if FINAL_ANSWER_MARKER in e.text)
+    assert not Served(model, tokenizer).lock.locked()
+
+
+def test_both_paths_force_the_same_greedy_answer(tiny, tokenizer):
+    settings = GenerationSettings(max_new_tokens=90, temperature=0)
+    plain, lean = (
+        list(inference.stream_case("A case.", served=Served(model, tokenizer), settings=settings))[-1]
+        for model in (_tiny_model(len(tokenizer), seed=4), _lean(tokenizer, seed=4))
+    )
+    assert plain.forced == lean.forced == "budget" and plain.text == lean.text
+
+
+def test_no_allowance_means_no_forcing(tiny, tokenizer):
+    settings = GenerationSettings(max_new_tokens=40, temperature=0, answer_allowance=0)
+    done = list(inference.stream_case("A case.", served=Served(tiny, tokenizer), settings=settings))[-1]
+    assert done.forced is None and FINAL_ANSWER_MARKER not in done.text and done.stats.new_tokens == 40
+
+
+@pytest.mark.parametrize("path", ["generate", "decoder"])
+def test_conclude_forces_the_answer_at_once(tiny, tokenizer, path):
+    model = tiny if path == "generate" else _lean(tokenizer)
+    conclude = threading.Event()
+    events = []
+    settings = GenerationSettings(max_new_tokens=400, temperature=0)
+    served = Served(model, tokenizer)
+    for event in inference.stream_case("A case.", served=served, settings=settings, conclude=conclude):
+        events.append(event)
+        if event.kind == "started":
+            conclude.set()
+    done = events[-1]
+    budget = inference.answer_budget(400, inference.marker_ids(tokenizer))
+    assert done.forced == "conclude" and done.has_answer and not done.stopped
+    # Far short of the reasoning budget: the reasoning ended when the button was pressed.
+    assert done.stats.new_tokens < budget.reasoning
+    assert done.stats.new_tokens <= 400
+
+
+def test_a_natural_marker_runs_on_to_the_full_budget_unforced(tokenizer):
+    completion = "Fever.\n\nFinal answer: B. " + " ".join(["Start antibiotics."] * 30)
+    served, model = _scripted(tokenizer, completion)
+    n = _tokens(tokenizer, completion)
+    budget_tokens = n - 5  # the marker comes well before the reasoning budget; the answer runs past it
+    budget = inference.answer_budget(budget_tokens, inference.marker_ids(tokenizer))
+    assert budget.reasoning > _tokens(tokenizer, "Fever.\n\nFinal answer:")
+    events = list(inference.stream_case("c", served=served, settings=GenerationSettings(max_new_tokens=budget_tokens)))
+    done = events[-1]
+    assert done.forced is None and all(e.forced is None for e in events)
+    assert done.stats.new_tokens == budget_tokens and done.stats.finish_reason == "length"
+    assert len(model.calls) == 1  # one phase only
+
+
+def test_forced_answer_phase_reruns_prompt_reasoning_and_marker_and_stops_at_a_blank_line(tokenizer):
+    # The scripted model replays the same tokens in both phases: its "answer" is the script's start.
+    completion = "Pain and fever.\n\nNeeds more thought about infection and the differential of colic " * 4
+    served, model = _scripted(tokenizer, completion)
+    marker = inference.marker_ids(tokenizer)
+    settings = GenerationSettings(max_new_tokens=60, temperature=0)
+    budget = inference.answer_budget(60, marker)
+    done = list(inference.stream_case("c", served=served, settings=settings))[-1]
+    assert done.forced == "budget" and len(model.calls) == 2
+    first, second = model.calls
+    prompt = first["input_ids"]
+    assert first["max_new_tokens"] == 60 and second["max_new_tokens"] == budget.answer
+    script = tokenizer.encode(completion, add_special_tokens=False)
+    assert second["input_ids"] == prompt + script[: budget.reasoning] + marker
+    # The answer phase stopped after its first paragraph ("Pain and fever." then a blank line).
+    assert done.answer == "Pain and fever." and done.stats.finish_reason == "eos"
+    assert done.stats.new_tokens == budget.reasoning + len(marker) + _tokens(tokenizer, "Pain and fever.\n\n")
+
+
+def test_stop_still_ends_without_a_forced_answer(tiny, tokenizer):
+    stop, conclude = threading.Event(), threading.Event()
+    events = []
+    settings = GenerationSettings(max_new_tokens=400, temperature=0)
+    for event in inference.stream_case("A case.", served=Served(tiny, tokenizer), settings=settings, stop=stop,
+                                       conclude=conclude):
+        events.append(event)
+        if event.kind == "started":
+            stop.set()
+            conclude.set()  # stop wins over conclude
+    done = events[-1]
+    assert done.stopped and done.forced is None and not done.has_answer and FINAL_ANSWER_MARKER not in done.text
 
 
 # -- serving plans ---------------------------------------------------------------------------------
