@@ -8,7 +8,7 @@ import math
 import pytest
 
 from core.records import Record
-from trainer.evaluate import main, render_markdown, sample_mcq, score_mcq, score_open, select_items
+from trainer.evaluate import main, recompute, render_markdown, sample_mcq, score_mcq, score_open, select_items
 
 from .conftest import make_records
 
@@ -74,14 +74,30 @@ def test_evaluate_base_vs_adapter_on_the_same_items(trained_run, tiny_model_dir,
     # The adapter was trained on these very texts (fixture), so it must fit them better than the base.
     assert adapter["test_loss"]["loss"] < base["test_loss"]["loss"]
     samples = [json.loads(line) for line in (out / "eval_samples.jsonl").read_text().splitlines()]
-    ids = {m: [s["id"] for s in samples if s["model"] == m] for m in ("base", "adapter")}
+    ids = {m: [s["id"] for s in samples if s["row"] == m] for m in ("base", "adapter")}
     assert ids["base"] == ids["adapter"] and len(ids["base"]) == 3 + 4
+    # Every row states its decoding, and each item says whether its answer was forced.
+    for res in (base, adapter):
+        row = res_name(res, report)
+        assert res["decoding"] == {"decoding": "greedy", "max_new_tokens": 12, "answer_allowance": 64,
+                                   "references_k": None, "references_in_prompt": None}
+        assert res["generation"]["forced"] == sum(bool(s["forced"]) for s in samples if s["row"] == row)
+        assert res["open"]["final_answer"]["correct"] >= res["open"]["format_adherence"]["correct"]
+    assert all(s["forced"] in (None, "budget") and s["context_ids"] is None for s in samples)
     md = (out / "eval.md").read_text()
     assert "| Metric | Base model | Fine-tuned (adapter) | Change |" in md
     assert "Mean token accuracy (training diagnostic, not exam accuracy)" in md
-    assert "MCQ accuracy, MedQA (n=2, 95% CI)" in md and "ROUGE-L" in md and "Format adherence" in md
+    assert "MCQ accuracy, MedQA (n=2, 95% CI)" in md and "ROUGE-L" in md
+    assert "Format adherence, natural marker" in md and "Final answer %, natural or forced" in md
+    assert "- Base model: greedy, max 12 new tokens, answer allowance 64 tokens (a final answer is forced when none " \
+           "was written in the first 6 tokens); plain prompt" in md
     assert f"{base['test_loss']['loss']:.3f}" in md and f"{adapter['test_loss']['loss']:.3f}" in md
     assert md == render_markdown(report)
+    assert recompute(out) == []  # every table number follows from the samples written beside it
+
+
+def res_name(res, report):
+    return next(name for name, value in report["results"].items() if value is res)
 
 
 def test_evaluation_can_be_split_over_runs(trained_run, tiny_model_dir, data_dir, tmp_path, capsys):
