@@ -90,7 +90,8 @@ class _Served:
 def _run(method: Method, new_tokens: int) -> tuple[Any, float]:
     from core.inference import GenerationSettings, stream_case
 
-    settings = GenerationSettings(max_new_tokens=new_tokens, temperature=method.temperature, top_p=0.9)
+    # answer_allowance=0: no forced conclusion, so every run decodes exactly new_tokens (a timing, not an answer).
+    settings = GenerationSettings(max_new_tokens=new_tokens, temperature=method.temperature, top_p=0.9, answer_allowance=0)
     cpu0 = time.process_time()
     done = None
     for event in stream_case(CASE, served=_Served(method.model, method.tokenizer), settings=settings):

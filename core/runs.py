@@ -272,8 +272,11 @@ def eval_rows(report: Mapping[str, Any]) -> list[EvalRow]:
     b, a = pair("open")
     if b and a:
         rows.append(EvalRow("ROUGE-L (open-ended)", _num(b.get("rouge_l")), _num(a.get("rouge_l")), "", b.get("n")))
-        rows.append(EvalRow("Format adherence (open-ended)", _pct(b.get("format_adherence")),
+        rows.append(EvalRow("Format adherence: own final-answer line (open-ended)", _pct(b.get("format_adherence")),
                             _pct(a.get("format_adherence")), "%", b.get("n")))
+        if b.get("final_answer") and a.get("final_answer"):
+            rows.append(EvalRow("Final answer, natural or forced (open-ended)", _pct(b.get("final_answer")),
+                                _pct(a.get("final_answer")), "%", b.get("n")))
     bm, am = pair("mcq")
     if isinstance(bm, Mapping) and isinstance(am, Mapping):
         sources = [s for s in bm if s != "all" and s in am] + (["all"] if "all" in bm and "all" in am else [])

@@ -125,7 +125,7 @@ def test_eval_rows_of_the_shipped_report():
     mcq = rows["MCQ accuracy, all sampled"]
     assert mcq.base == pytest.approx(100 * base["mcq"]["all"]["accuracy"]) and mcq.n == base["mcq"]["all"]["n"]
     assert mcq.change == pytest.approx(100 * (adapter["mcq"]["all"]["accuracy"] - base["mcq"]["all"]["accuracy"]))
-    assert rows["Format adherence (open-ended)"].unit == "%"
+    assert rows["Format adherence: own final-answer line (open-ended)"].unit == "%"
     fig = charts.eval_comparison_figure(list(rows.values()))
     assert [t.name for t in fig.data] == ["Base model", "Adapter"]
     assert len(fig.data[0].y) == sum(r.unit == "%" for r in rows.values())
