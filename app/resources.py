@@ -1,4 +1,5 @@
-"""Every ``st.cache_resource`` of the app lives here: settings, the database engine, the served model and the bank.
+"""Every ``st.cache_resource`` of the app lives here: settings, the database engine, the served model, the bank
+and the reference index.
 
 Cached objects are shared by all sessions and never mutated; generation on a shared model holds
 the lock that comes with it.
@@ -19,6 +20,7 @@ from app import jobs
 from core import data as data_lib
 from core import inference
 from core import model as model_lib
+from core import retrieval
 from core.quiz_bank import Bank
 from core.settings import Settings, load_settings
 from storage import training
@@ -154,3 +156,24 @@ def get_bank() -> Bank:
 @st.cache_resource(show_spinner="Loading the question bank…", max_entries=2)
 def _bank_for(prepared_dir: str, manifest_mtime_ns: int, manifest_size: int) -> Bank:
     return Bank.from_records(data_lib.load_bank(get_settings()))
+
+
+def get_reference_index() -> retrieval.ReferenceIndex:
+    """The reference passages' search index (``<prepared>/references``), shared read-only by every session.
+
+    Keyed by the index manifest's modification time and size, like the bank: a rebuilt index (the
+    manifest is written last) is picked up on the next page run, without a restart. Raises
+    ``core.retrieval.RetrievalUnavailable``, whose message is fit for the user, when the index is
+    missing, incomplete or damaged; that is not cached, so the next run looks again.
+    """
+    prepared_dir = get_settings().prepared_dir
+    try:
+        stat = (prepared_dir / retrieval.INDEX_DIRNAME / retrieval.MANIFEST_FILE).stat()
+    except OSError:
+        return retrieval.load_index(prepared_dir)  # raises, saying what is missing
+    return _reference_index_for(str(prepared_dir), stat.st_mtime_ns, stat.st_size)
+
+
+@st.cache_resource(show_spinner="Loading the reference passages…", max_entries=2)
+def _reference_index_for(prepared_dir: str, manifest_mtime_ns: int, manifest_size: int) -> retrieval.ReferenceIndex:
+    return retrieval.load_index(Path(prepared_dir))

@@ -1,8 +1,13 @@
-"""Case study page: a student enters a clinical case and watches the model reason, then answer.
+"""Case study page: a student enters a clinical case and watches the model reason, then answer,
+beside the reference passages retrieved for the case.
 
-Thin view over :mod:`core.inference` (streaming, parsing, timings) and :mod:`core.safety`
-(input checks, identifier warning, safe rendering). Model output is only ever rendered as
-escaped markdown, never as HTML.
+Thin view over :mod:`core.inference` (streaming, parsing, timings), :mod:`core.retrieval` (reference
+passages) and :mod:`core.safety` (input checks, identifier warning, safe rendering). Model output and
+passages are only ever rendered as escaped markdown or text, never as HTML.
+
+A generation runs on a thread of its own (:class:`_Job`) and the page follows it: a click (Stop,
+Conclude now, or any other widget) ends the page's script run but not the generation, and the next
+run follows it again. That is what lets "Conclude now" reach a model that is still writing.
 """
 
 from __future__ import annotations
@@ -10,15 +15,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
+import re
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import streamlit as st
 from sqlmodel import Session
 
 from app import auth, resources, saving
-from core import inference, metrics, safety
+from core import inference, metrics, retrieval, safety
 from core.model import ModelError
+from core.quiz_text import md_escape
 from core.records import Record
 from storage import accounts, history, rate_limit
 
@@ -41,6 +50,14 @@ NO_ANSWER = (
     "The model gave no marked final answer (no line starting with 'Final answer:'). "
     "Read its reasoning above critically."
 )
+FORCED = {
+    "budget": "Final answer forced at the token budget: the model had not concluded when its reasoning "
+              "tokens ran out, so it was made to answer.",
+    "conclude": "Concluded early at your request — the model did not finish reasoning.",
+}
+REFERENCES_SHOWN = 5
+LIVE_POLL_S = 0.2
+"""How often the page looks at a running generation (and so how soon a click is noticed)."""
 
 # -- session state ------------------------------------------------------------------------------
 
@@ -54,11 +71,14 @@ for key, value in {
     "cs_notice": None,
     "cs_run_requested": False,
     "cs_phi_ok_for": None,  # digest of the text whose identifier warning the student confirmed
-    "cs_stop": None,  # threading.Event of the generation in progress
-    "cs_partial": None,  # the stream's latest state while generating (recovered if the run is interrupted)
+    "cs_job": None,  # the _Job of the generation in progress
+    "cs_stop": None,  # threading.Event: stop the generation in progress
+    "cs_conclude": None,  # threading.Event: make the generation in progress write its final answer now
     "cs_result": None,  # the last finished CaseRun
+    "cs_references_problem": None,  # why the last run had no references to search, if it had none
     "cs_save_error": None,  # why the last finished run could not be saved to the history
     "cs_show_reference": False,
+    "cs_use_refs_choice": True,  # the student's choice, kept while the index is unavailable
     "cs_max_new_tokens": _defaults.max_new_tokens,
     "cs_temperature": _defaults.temperature,
     "cs_top_p": _defaults.top_p,
@@ -68,6 +88,43 @@ for key, value in {
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class _Job:
+    """One generation, consumed on a thread of its own so that no rerun of the page cuts it short.
+
+    The page reads ``event`` (replaced whole, never changed in place) and ``done``; Stop and Conclude
+    now reach the generation through the ``stop`` and ``conclude`` events. A student who leaves the
+    page leaves the thread to finish (at most ``max_new_tokens``), which frees the model.
+    """
+
+    case_text: str
+    base_model: str
+    adapter: str
+    settings: inference.GenerationSettings
+    example_id: str | None
+    references: list[retrieval.Passage]
+    references_problem: str | None
+    use_references: bool
+    stop: threading.Event = field(default_factory=threading.Event)
+    conclude: threading.Event = field(default_factory=threading.Event)
+    event: inference.StreamEvent = field(default_factory=lambda: inference.StreamEvent("started"))
+    error: inference.GenerationError | None = None
+    crash: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def consume(self, events: Iterator[inference.StreamEvent]) -> None:
+        try:
+            with contextlib.closing(events):
+                for event in events:
+                    self.event = event
+        except inference.GenerationError as exc:
+            self.error = exc
+        except BaseException as exc:  # noqa: BLE001 - raised again on the page's thread, where Streamlit shows it
+            self.crash = exc
+        finally:
+            self.done.set()
 
 
 # -- callbacks ----------------------------------------------------------------------------------
@@ -114,6 +171,16 @@ def _stop() -> None:
         event.set()
 
 
+def _conclude() -> None:
+    event = st.session_state.cs_conclude
+    if event is not None:
+        event.set()
+
+
+def _remember_use_refs() -> None:
+    st.session_state.cs_use_refs_choice = st.session_state.cs_use_refs
+
+
 def _toggle_reference() -> None:
     st.session_state.cs_show_reference = not st.session_state.cs_show_reference
 
@@ -132,6 +199,58 @@ def _stats_line(stats: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+# Only a plain http(s) URL becomes a link: nothing that could end the Markdown link early or smuggle
+# in another scheme (javascript:, data:) or markup.
+_LINKABLE_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[^\s()<>\[\]{}\"'`\\]*)?")
+
+
+def _source_line(passage: retrieval.Passage) -> str:
+    """The passage's site and URL as escaped Markdown: a link where the URL is a plain http(s) one."""
+    site = md_escape(passage.site or "Source")
+    url = passage.url.strip()
+    if not url:
+        return site
+    if _LINKABLE_URL.fullmatch(url):
+        return f"{site} · [{md_escape(url)}]({url})"
+    return f"{site} · {md_escape(url)}"
+
+
+def _credit_line(passage: retrieval.Passage) -> str:
+    return " — ".join(part for part in (passage.license, passage.attribution) if part)
+
+
+def _show_references(passages: list[retrieval.Passage], query: str, *, problem: str | None, used: bool) -> None:
+    """The reference passages found for ``query``, each credited; why there are none when there are none."""
+    st.markdown("#### References")
+    if problem is not None:
+        st.info(safety.markdown_text(problem), icon=":material/menu_book:")
+        return
+    if not passages:
+        st.info("No matching references for this case.", icon=":material/search_off:")
+        return
+    if used:
+        shown = min(len(passages), retrieval.PROMPT_PASSAGES)
+        st.caption(f"The model was given the first {shown} with the case. Check its answer against them.")
+    else:
+        st.caption("Not given to the model (\"Use references\" is off): for you to check its answer against.")
+    for passage in passages:
+        with st.container(border=True):
+            st.markdown(f"**{md_escape(passage.title)}**")
+            st.markdown(_source_line(passage))
+            st.caption(md_escape(_credit_line(passage)))
+            st.markdown(retrieval.highlight(passage.text, query))
+
+
+def _retrieve(text: str) -> tuple[list[retrieval.Passage], str | None]:
+    """The top passages for ``text``, or none and why the index could not be searched."""
+    if reference_index is None:
+        return [], reference_problem
+    try:
+        return reference_index.search(text, k=REFERENCES_SHOWN), None
+    except retrieval.RetrievalUnavailable as exc:
+        return [], str(exc)
+
+
 def _save_run(run: inference.CaseRun) -> None:
     """Save a finished or stopped run to the student's history (it also counts toward the hourly limit).
 
@@ -145,88 +264,144 @@ def _save_run(run: inference.CaseRun) -> None:
         st.session_state.cs_save_error = outcome.error.user_message("this run to your history")
 
 
-def _finish(event: inference.StreamEvent, partial: dict[str, Any], *, stopped: bool | None = None) -> None:
-    st.session_state.update(cs_partial=None, cs_stop=None)
-    if not event.text and (stopped or event.stopped):
-        st.session_state.cs_result = None
-        st.session_state.cs_notice = "Stopped before the model produced any text; nothing was saved."
-        return
-    run = inference.case_run(
-        event,
-        case_text=partial["case_text"],
-        base_model=partial["base_model"],
-        adapter=partial["adapter"],
-        settings=partial["settings"],
-        example_id=partial["example_id"],
-        stopped=stopped,
-    )
-    st.session_state.cs_result = run
-    _save_run(run)
-
-
-def _generate(served: resources.ServedModel, text: str) -> None:
-    """Stream one generation into the page; on success the page reruns to show the finished result."""
+def _start(served: resources.ServedModel, text: str) -> None:
+    """Retrieve the references and start generating on the job's thread; :func:`_follow` shows it."""
     gen_settings = inference.GenerationSettings(
         max_new_tokens=st.session_state.cs_max_new_tokens,
         temperature=st.session_state.cs_temperature,
         top_p=st.session_state.cs_top_p,
     ).clamped(cap=_cap)
     example = st.session_state.cs_example
-    stop = threading.Event()
-    partial: dict[str, Any] = {
-        "case_text": text,
-        "base_model": served.base.identity,
-        "adapter": served.adapter_name,
-        "settings": gen_settings,
-        "example_id": example["id"] if example else None,
-        "event": inference.StreamEvent("started"),
-    }
-    st.session_state.update(cs_stop=stop, cs_partial=partial, cs_result=None)
+    passages, problem = _retrieve(text)
+    use = bool(st.session_state.cs_use_refs) and reference_index is not None
+    job = _Job(
+        case_text=text,
+        base_model=served.base.identity,
+        adapter=served.adapter_name,
+        settings=gen_settings,
+        example_id=example["id"] if example else None,
+        references=passages,
+        references_problem=problem,
+        use_references=use,
+    )
+    events = inference.stream_case(
+        text,
+        served=served,
+        settings=gen_settings,
+        stop=job.stop,
+        conclude=job.conclude,
+        context=retrieval.prompt_context(passages) if use and passages else "",
+    )
+    threading.Thread(target=job.consume, args=(events,), name="case-study-generation", daemon=True).start()
+    st.session_state.update(cs_job=job, cs_stop=job.stop, cs_conclude=job.conclude, cs_result=None)
 
-    st.button("Stop", key="cs_stop_button", on_click=_stop, icon=":material/stop_circle:")
-    status = st.status("Reasoning…", expanded=True)
-    reasoning_box = status.empty()
-    answer_box = st.empty()
-    stats_box = st.empty()
-    # closing(): when a click interrupts this run mid-stream, the stream is closed, which stops the
-    # worker and frees the model; the next run finds `cs_partial` and finishes it as stopped.
-    try:
-        with contextlib.closing(inference.stream_case(text, served=served, settings=gen_settings, stop=stop)) as events:
-            for event in events:
-                if event.kind == "waiting":
-                    stats_box.info(
-                        f"Waiting for the model: another case is being generated "
-                        f"({event.stats.waited_s:.0f} s). Yours starts as soon as it is free.",
-                        icon=":material/hourglass_top:",
-                    )
-                    continue
-                partial["event"] = event
-                reasoning_box.markdown(safety.markdown_text(event.reasoning) or "…")
-                if event.has_answer:
-                    answer_box.success(f"**Final answer:** {safety.markdown_text(event.answer)}")
-                stats_box.caption(_stats_line(event.stats.to_dict()))
-    except inference.GenerationError as exc:
-        st.session_state.update(cs_partial=None, cs_stop=None)
+
+def _live_label(job: _Job) -> str:
+    if job.stop.is_set():
+        return "Reasoning… (stopping)"
+    if job.conclude.is_set():
+        return "Reasoning… (concluding at your request)"
+    return "Reasoning…"
+
+
+def _follow(job: _Job) -> None:
+    """Show the job's progress until it ends, then keep its result (and rerun to show it).
+
+    A click ends this script run at the next Streamlit call in the loop below; the generation goes
+    on, and the click's run follows it from where it has got to.
+    """
+    left, right = st.columns([3, 2], gap="large")
+    with right:
+        _show_references(job.references, job.case_text, problem=job.references_problem, used=job.use_references)
+    with left:
+        with st.container(horizontal=True):
+            st.button("Stop", key="cs_stop_button", on_click=_stop, icon=":material/stop_circle:",
+                      disabled=job.stop.is_set())
+            st.button("Conclude now", key="cs_conclude_button", on_click=_conclude, icon=":material/flag:",
+                      disabled=job.stop.is_set() or job.conclude.is_set(),
+                      help="Stop reasoning and make the model give its final answer now.")
+        status = st.status(_live_label(job), expanded=True)
+        reasoning_box = status.empty()
+        answer_box = st.empty()
+        forced_box = st.empty()
+        stats_box = st.empty()
+    shown: inference.StreamEvent | None = None
+    while True:
+        ended = job.done.wait(LIVE_POLL_S)
+        event = job.event
+        stats = event.stats
+        if event is not shown and event.kind != "waiting":
+            reasoning_box.markdown(safety.markdown_text(event.reasoning) or "…")
+            if event.has_answer:
+                answer_box.success(f"**Final answer:** {safety.markdown_text(event.answer)}")
+            if stats.forced:
+                forced_box.caption(f":material/warning: {FORCED[stats.forced]}")
+        shown = event
+        # Drawn on every poll, changed or not: a Streamlit call is where a click's rerun ends this run.
+        if event.kind == "waiting":
+            stats_box.info(
+                f"Waiting for the model: another case is being generated "
+                f"({stats.waited_s:.0f} s). Yours starts as soon as it is free.",
+                icon=":material/hourglass_top:",
+            )
+        else:
+            stats_box.caption(_stats_line(stats.to_dict()))
+        if ended:
+            break
+    st.session_state.update(cs_job=None, cs_stop=None, cs_conclude=None)
+    if job.crash is not None:
+        raise job.crash
+    if job.error is not None:
         status.update(label="Reasoning (generation failed)", state="error", expanded=False)
-        st.error(f"{exc}\n\nThe app is still working: you can edit the case and try again.")
+        st.error(f"{job.error}\n\nThe app is still working: you can edit the case and try again.")
         return
-    _finish(partial["event"], partial)
+    _finish(job)
     st.rerun()
+
+
+def _finish(job: _Job) -> None:
+    event = job.event
+    st.session_state.cs_references_problem = job.references_problem
+    if not event.text and event.stopped:
+        st.session_state.cs_result = None
+        st.session_state.cs_notice = "Stopped before the model produced any text; nothing was saved."
+        return
+    run = inference.case_run(
+        event,
+        case_text=job.case_text,
+        base_model=job.base_model,
+        adapter=job.adapter,
+        settings=job.settings,
+        example_id=job.example_id,
+        references=[p.to_dict() for p in job.references],
+    )
+    # Whether the model saw the references belongs with the run: the same case reads differently without.
+    run = replace(run, settings={**run.settings, "use_references": job.use_references})
+    st.session_state.cs_result = run
+    _save_run(run)
 
 
 def _show_result(run: inference.CaseRun) -> None:
     if st.session_state.cs_save_error:
         st.error(st.session_state.cs_save_error, icon=":material/sd_card_alert:")
-    label = "Reasoning (stopped)" if run.stopped else "Reasoning"
-    with st.status(label, state="complete", expanded=False):
-        st.markdown(safety.markdown_text(run.reasoning) or "_(no reasoning text)_")
-    if run.stopped:
-        st.info("Generation was stopped; the output above is partial.", icon=":material/stop_circle:")
-    if run.has_answer and run.answer:
-        st.success(f"**Final answer:** {safety.markdown_text(run.answer)}")
-    else:
-        st.warning(NO_ANSWER)
-    st.caption(f"{run.base_model} · adapter: {run.adapter} · {_stats_line(run.stats)}")
+    left, right = st.columns([3, 2], gap="large")
+    with right:
+        _show_references([retrieval.Passage.from_dict(d) for d in run.references], run.case_text,
+                         problem=st.session_state.cs_references_problem,
+                         used=bool(run.settings.get("use_references")))
+    with left:
+        label = "Reasoning (stopped)" if run.stopped else "Reasoning"
+        with st.status(label, state="complete", expanded=False):
+            st.markdown(safety.markdown_text(run.reasoning) or "_(no reasoning text)_")
+        if run.stopped:
+            st.info("Generation was stopped; the output above is partial.", icon=":material/stop_circle:")
+        if run.has_answer and run.answer:
+            st.success(f"**Final answer:** {safety.markdown_text(run.answer)}")
+        else:
+            st.warning(NO_ANSWER)
+        if run.forced:
+            st.caption(f":material/warning: {FORCED[run.forced]}")
+        st.caption(f"{run.base_model} · adapter: {run.adapter} · {_stats_line(run.stats)}")
 
     example = st.session_state.cs_example
     if example and example["id"] == run.example_id:
@@ -289,10 +464,12 @@ if adapter_problem := served.adapter_problem:
 plan = inference.describe_served(served.model, served.plan)
 st.caption(f"Base model: `{served.base.identity}` · adapter: `{served.adapter_name}` · {served.device}, {plan}")
 
-if st.session_state.cs_partial is not None:
-    # The previous run was interrupted mid-stream (Stop, or another click): keep what it produced.
-    _partial = st.session_state.cs_partial
-    _finish(_partial["event"], _partial, stopped=True)
+reference_index: retrieval.ReferenceIndex | None = None
+reference_problem: str | None = None
+try:
+    reference_index = resources.get_reference_index()
+except retrieval.RetrievalUnavailable as exc:  # the model still answers, without references
+    reference_problem = str(exc)
 
 has_test_split = (settings.prepared_dir / "test.jsonl").is_file()
 st.button(
@@ -322,16 +499,32 @@ with st.expander("Generation settings"):
     st.slider("Temperature (0 = always the most likely token)", 0.0, 1.5, step=0.05, key="cs_temperature")
     st.slider("Top-p", 0.05, 1.0, step=0.05, key="cs_top_p")
 
+# Off and disabled while there is no index; the student's own choice comes back with the index.
+st.session_state.cs_use_refs = st.session_state.cs_use_refs_choice and reference_index is not None
+st.toggle(
+    "Use references",
+    key="cs_use_refs",
+    on_change=_remember_use_refs,
+    disabled=reference_index is None,
+    help=f"Give the model the {retrieval.PROMPT_PASSAGES} best-matching reference passages with the case. "
+    "The references are shown beside the answer either way.",
+)
+if reference_problem is not None:
+    st.caption(f"{safety.markdown_text(reference_problem)} The model answers without them.")
+
 st.button("Generate", key="cs_generate", type="primary", on_click=_request_run, icon=":material/play_arrow:")
 
-if st.session_state.cs_run_requested:
+requested = st.session_state.cs_run_requested
+if requested:
     st.session_state.cs_run_requested = False
     check = safety.check_case_text(st.session_state.cs_case, max_chars=settings.max_input_chars)
     for note in check.notes:
         st.info(note)
     for problem in check.problems:
         st.error(problem)
-    if check.ok:
+    if st.session_state.cs_job is not None:
+        st.info("The model is still working on your last case: wait for it, or press Stop.")
+    elif check.ok:
         findings = safety.find_phi(check.text)
         if findings and st.session_state.cs_phi_ok_for != _digest(check.text):
             with st.container(border=True):
@@ -357,6 +550,8 @@ if st.session_state.cs_run_requested:
             else:
                 if check.notes:
                     st.session_state.cs_notice = " ".join(check.notes)  # shown again after the run's rerun
-                _generate(served, check.text)
-elif st.session_state.cs_result is not None:
+                _start(served, check.text)
+if st.session_state.cs_job is not None:
+    _follow(st.session_state.cs_job)
+elif not requested and st.session_state.cs_result is not None:
     _show_result(st.session_state.cs_result)

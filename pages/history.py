@@ -10,7 +10,8 @@ import streamlit as st
 from sqlmodel import Session
 
 from app import auth, resources
-from core import safety
+from core import retrieval, safety
+from core.quiz_text import md_escape
 from storage import attempts, history
 from storage.errors import StorageError
 from storage.history import HistoryEntry, HistoryError
@@ -19,6 +20,8 @@ user = auth.require_role("student", "instructor", "admin")
 engine = resources.get_engine()
 
 KIND_LABELS = {"All": None, "Case studies": "case", "Quiz attempts": "quiz"}
+FORCED_LABELS = {"budget": "final answer forced at the token budget",
+                 "conclude": "concluded early at the student's request"}
 for key, default in (("history_confirm_delete", None),):
     st.session_state.setdefault(key, default)
 
@@ -132,8 +135,22 @@ if entry.kind == "case":
                                              ("total_s", "Total time", "{:.1f} s")]):
         value = timings.get(key)
         col.metric(label, fmt.format(value) if isinstance(value, (int, float)) else "–")
+    forced = FORCED_LABELS.get(timings.get("forced") or "")
     st.caption(f"Model `{detail['base_model']}` · adapter `{detail['adapter'] or 'none'}` · status {detail['status']}"
+               + (f" · {forced}" if forced else "")
                + (f" · from item `{detail['source_item_id']}`" if detail["source_item_id"] else ""))
+    references = detail.get("references") or []
+    if references:
+        given = (detail["settings"] or {}).get("use_references")
+        with st.expander(f"References ({len(references)})", icon=":material/menu_book:"):
+            st.caption("Given to the model with the case." if given else "Shown beside the run; not given to the model.")
+            for ref in references:
+                # Stored text from public sources: escaped, and the URL shown as text, never made a link here.
+                with st.container(border=True):
+                    st.markdown(f"**{md_escape(str(ref.get('title') or 'Untitled'))}**")
+                    st.markdown(" · ".join(md_escape(str(ref[k])) for k in ("site", "url") if ref.get(k)))
+                    st.caption(md_escape(" — ".join(str(ref[k]) for k in ("license", "attribution") if ref.get(k))))
+                    st.markdown(retrieval.highlight(str(ref.get("text") or ""), detail["case_text"]))
     with st.expander("Generation settings and timings"):
         st.json({"settings": detail["settings"], "timings": timings})
 else:

@@ -161,3 +161,44 @@ def test_empty_history(engine: Engine) -> None:
     student = add_user(engine, "newbie")
     at = app_as(student, PAGE).run()
     assert [i.value for i in at.info] == ["Nothing here yet."]
+
+
+def test_case_detail_shows_its_references_as_text(engine: Engine) -> None:
+    student = add_user(engine, "stu1")
+    passages = [
+        {"id": "medquad:k", "title": "Kidney Infection (Pyelonephritis)", "focus": "Kidney Infection",
+         "question": "What is it?", "text": "A kidney infection brings fever and flank pain.", "site": "NIDDK",
+         "url": "https://www.niddk.nih.gov/kidney-infection", "license": "CC BY 4.0",
+         "attribution": "MedQuAD by Asma Ben Abacha and Dina Demner-Fushman", "score": 9.5},
+        {"id": "medquad:x", "title": "<b>Bold</b> [x](javascript:alert(1))", "focus": "", "question": "",
+         "text": "<img src=x onerror=alert(1)> flank", "site": "CDC", "url": "javascript:alert(1)",
+         "license": "CC BY 4.0", "attribution": "", "score": 1.0},
+    ]
+    with Session(engine) as session:
+        run = history.save_case_run(
+            session=session, user_id=student.id, case_text="Fever and flank pain", reasoning="r", answer="a",
+            base_model="embedded", adapter="a", settings={"use_references": True},
+            timings={"tokens": 8, "forced": "conclude"}, references=passages)
+    at = app_as(student, PAGE).run()
+    at.selectbox(key="history_open").set_value(f"case:{run.id}").run()
+    assert not at.exception
+    (expander,) = [e for e in at.expander if e.label.startswith("References")]
+    assert expander.label == "References (2)"
+    bodies = [m.value for m in expander.markdown]
+    assert "**Kidney Infection \\(Pyelonephritis\\)**" in bodies
+    assert "NIDDK · https\\://www\\.niddk\\.nih\\.gov/kidney\\-infection" in bodies  # site and URL, as text
+    assert any("**fever**" in b and "**flank**" in b and "**pain**" in b for b in bodies)  # the case's words
+    assert any("CC BY 4\\.0 — MedQuAD by Asma Ben Abacha" in c.value for c in expander.caption)
+    assert any("Given to the model" in c.value for c in expander.caption)
+    # The odd one: its title, URL and text show as typed, never as a tag or a link.
+    assert "**\\<b\\>Bold\\</b\\> \\[x\\]\\(javascript\\:alert\\(1\\)\\)**" in bodies
+    assert all("](" not in b for b in bodies) and any("\\<img" in b for b in bodies)
+    assert not allows_html(at)
+    assert any("concluded early at the student's request" in c.value for c in at.caption)
+
+
+def test_case_without_references_has_no_references_section(engine: Engine, people) -> None:
+    at = app_as(people["s1"], PAGE).run()
+    at.selectbox(key="history_open").set_value(f"case:{people['runs']['chest']}").run()
+    assert not at.exception
+    assert not [e for e in at.expander if e.label.startswith("References")]

@@ -428,3 +428,80 @@ def test_model_explanation_streams_from_inference_without_the_students_answer(
     assert len(fake.calls) == 1 and "Step 1: survival <b>improved</b>." in texts(at)
 
 
+
+
+# -- "Read more" (tutor mode) -------------------------------------------------------------------------------------
+
+IRON_DOCS = [
+    ("4_MPlus_Health_Topics_QA", "0000101", "MPlusHealthTopics", "https://medlineplus.gov/irondeficiencyanemia.html",
+     "Iron-Deficiency Anemia", "What are the symptoms of Iron-Deficiency Anemia?",
+     "Iron deficiency anemia causes fatigue and weakness. Blood tests show a low MCV and low ferritin."),
+    ("4_MPlus_Health_Topics_QA", "0000102", "MPlusHealthTopics", "https://medlineplus.gov/anaphylaxis.html",
+     "Anaphylaxis", "What is the treatment for Anaphylaxis?",
+     "Anaphylaxis is treated first with an injection of epinephrine (adrenaline) into the thigh muscle."),
+]
+
+
+def read_more_expanders(at: AppTest) -> list[Any]:
+    return [e for e in at.expander if e.label == "Read more"]
+
+
+def test_read_more_shows_references_only_after_the_item_is_answered(engine: Engine, student: User) -> None:
+    from core import retrieval
+    from tests.pages.test_case_study import build_reference_index
+
+    build_reference_index(prepared_dir(), IRON_DOCS)
+    quiz_set_id = publish(engine, ["medqa:q1", "medqa:q2"])
+    at = app_as(student, PAGE).run()
+    at.button(key=f"quiz_start_set_{quiz_set_id}").click().run()
+    assert shown(at).id == "medqa:q1"
+    by_prefix(at.radio, "quiz_choice_").set_value("A")
+    at.run()  # chosen but not submitted: not answered yet
+    assert read_more_expanders(at) == []
+    assert not any("ferritin" in m.value for m in at.markdown)
+
+    at.button(key=f"quiz_submit_answer_{at.session_state['quiz_attempt']}_0").click().run()
+    assert not at.exception
+    (expander,) = read_more_expanders(at)
+    bodies = [m.value for m in expander.markdown]
+    assert bodies[0] == "**Iron\\-Deficiency Anemia**"  # the title as text; the best match first
+    assert "MedlinePlus · [https\\://medlineplus\\.gov/irondeficiencyanemia\\.html]" \
+           "(https://medlineplus.gov/irondeficiencyanemia.html)" in bodies
+    assert any("**fatigue**" in b and "**ferritin**" in b for b in bodies)  # the question's words in bold
+    assert any("CC BY 4\\.0 — MedQuAD" in c.value for c in expander.caption)
+    assert len(expander.get("flex_container")) <= retrieval.PROMPT_PASSAGES
+    assert not allows_html(at)
+
+    at.button(key="quiz_next").click().run()  # the next item is not answered: no Read more
+    assert shown(at).id == "medqa:q2" and read_more_expanders(at) == []
+
+
+def test_read_more_says_in_one_line_when_there_is_no_index(engine: Engine, student: User) -> None:
+    quiz_set_id = publish(engine, ["medqa:q1"])
+    at = app_as(student, PAGE).run()
+    at.button(key=f"quiz_start_set_{quiz_set_id}").click().run()
+    answer(at, "A")
+    assert not at.exception
+    assert read_more_expanders(at) == []
+    (line,) = [c.value for c in at.caption if "Read more is unavailable" in c.value]
+    assert "no reference index yet" in line
+    assert any("Correct" in s.value for s in at.success)  # the rest of the feedback is there
+
+
+def test_exam_mode_has_no_read_more(engine: Engine, student: User) -> None:
+    from tests.pages.test_case_study import build_reference_index
+
+    build_reference_index(prepared_dir(), IRON_DOCS)
+    quiz_set_id = publish(engine, ["medqa:q1"], mode="exam")
+    at = app_as(student, PAGE).run()
+    at.button(key=f"quiz_start_set_{quiz_set_id}").click().run()
+    by_prefix(at.radio, "quiz_choice_").set_value("A")
+    at.run()
+    assert read_more_expanders(at) == [] and not any("Read more" in c.value for c in at.caption)
+
+
+def prepared_dir() -> Path:
+    """The prepared data folder of the quiz environment (where the reference index belongs)."""
+    from app import resources
+
+    return resources.get_settings().prepared_dir
