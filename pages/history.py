@@ -145,7 +145,8 @@ if entry.kind == "case":
         with st.expander(f"References ({len(references)})", icon=":material/menu_book:"):
             st.caption("Given to the model with the case." if given else "Shown beside the run; not given to the model.")
             for ref in references:
-                # Stored text from public sources: escaped, and the URL shown as text, never made a link here.
+                # Stored text from public sources, escaped; the URL is text, not a Markdown link (the browser's
+                # autolinking may still make a plain http(s) URL clickable, and nothing else).
                 with st.container(border=True):
                     st.markdown(f"**{md_escape(str(ref.get('title') or 'Untitled'))}**")
                     st.markdown(" · ".join(md_escape(str(ref[k])) for k in ("site", "url") if ref.get(k)))
