@@ -136,8 +136,6 @@ def test_shipped_evaluation_matches_its_samples(folder):
     assert recompute(folder) == []
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped adapter's eval.json predates eval_samples; it is re-evaluated on "
-                   "the GPU with the budget-forcing evaluation, then this xfail goes")
 def test_every_shipped_adapter_ships_its_evaluation_samples():
     folders = _adapter_folders()
     assert folders
