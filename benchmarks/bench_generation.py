@@ -87,21 +87,21 @@ class _Served:
         self.model, self.tokenizer, self.lock = model, tokenizer, threading.Lock()
 
 
-def _run(method: Method, new_tokens: int) -> tuple[Any, float]:
+def _run(method: Method, new_tokens: int, context: str = "") -> tuple[Any, float]:
     from core.inference import GenerationSettings, stream_case
 
     # answer_allowance=0: no forced conclusion, so every run decodes exactly new_tokens (a timing, not an answer).
     settings = GenerationSettings(max_new_tokens=new_tokens, temperature=method.temperature, top_p=0.9, answer_allowance=0)
     cpu0 = time.process_time()
     done = None
-    for event in stream_case(CASE, served=_Served(method.model, method.tokenizer), settings=settings):
+    for event in stream_case(CASE, served=_Served(method.model, method.tokenizer), settings=settings, context=context):
         done = event
     if done.stats.new_tokens != new_tokens:
         raise RuntimeError(f"{method.name}: expected {new_tokens} new tokens, got {done.stats.new_tokens}")
     return done.stats, time.process_time() - cpu0
 
 
-def measure(method: Method, new_tokens: int, *, cpu_time: bool = False) -> Sample:
+def measure(method: Method, new_tokens: int, *, cpu_time: bool = False, context: str = "") -> Sample:
     import torch
 
     if method.threads:
@@ -109,10 +109,10 @@ def measure(method: Method, new_tokens: int, *, cpu_time: bool = False) -> Sampl
 
         torch.set_num_threads(method.threads)
         set_decode_threads(method.model, method.threads)  # where the model decodes: its worker thread
-    stats, cpu = _run(method, new_tokens)
+    stats, cpu = _run(method, new_tokens, context)
     cpu_rate = None
     if cpu_time:  # decoding CPU time = whole request minus a prompt-only request
-        _, prefill_cpu = _run(method, 1)
+        _, prefill_cpu = _run(method, 1, context)
         cpu_rate = (new_tokens - 1) / max(cpu - prefill_cpu, 1e-9)
     return Sample(stats.time_to_first_token_s, stats.tokens_per_s, stats.new_tokens, stats.prompt_tokens, cpu_rate)
 
@@ -284,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tokenizer", default="", help="CUDA: folder with a chat tokenizer (default: the embedded model's)"
     )
+    parser.add_argument("--references", action="store_true",
+                        help="CPU: also measure each method with the case's retrieved references in the prompt, as the "
+                             "case-study page sends them (needs the index of `python -m core.data prepare`)")
     parser.add_argument("--quality-texts", type=int, default=5,
                         help="CPU: texts scored for top-1 agreement (the fixed one + test reasonings; default 5)")
     args = parser.parse_args(argv)
@@ -295,33 +298,53 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--device cuda: no CUDA device")
     info = machine_info(args.device)
     methods, subject = (cuda_methods if args.device == "cuda" else cpu_methods)(args)
+    contexts = {"": ""}
+    search_ms: list[float] = []
+    if args.references:
+        from core import retrieval
+        from core.settings import load_settings
+
+        index = retrieval.load_index(load_settings().prepared_dir)
+        for _ in range(20):  # the page searches before it generates: that time is part of the wait too
+            t0 = time.perf_counter()
+            passages = index.search(CASE, k=5)
+            search_ms.append(1000 * (time.perf_counter() - t0))
+        contexts[" + references"] = retrieval.prompt_context(passages)
     if args.device == "cpu":
         for method in methods:  # untimed warm-up of every method (allocations, first-call costs)
             measure(method, 8)
-    samples: dict[str, list[Sample]] = {m.name: [] for m in methods}
+    rows = [(m, label) for m in methods for label in contexts]
+    samples: dict[str, list[Sample]] = {m.name + label: [] for m, label in rows}
     for run in range(args.runs):
-        for method in methods:
-            samples[method.name].append(measure(method, args.new_tokens, cpu_time=args.device == "cpu"))
-            s = samples[method.name][-1]
-            print(f"# run {run + 1}: {method.name}: ttft {s.ttft_s:.3f} s, {s.tokens_per_s:.1f} tok/s", file=sys.stderr, flush=True)
+        for method, label in rows:
+            name = method.name + label
+            samples[name].append(measure(method, args.new_tokens, cpu_time=args.device == "cpu", context=contexts[label]))
+            s = samples[name][-1]
+            print(f"# run {run + 1}: {name}: ttft {s.ttft_s:.3f} s, {s.tokens_per_s:.1f} tok/s", file=sys.stderr, flush=True)
 
     print("\n".join(info))
     if hasattr(os, "getloadavg"):
         print("load average (1/5/15 min) at end: " + " / ".join(f"{x:.2f}" for x in os.getloadavg()))
     prompt_tokens = next(iter(samples.values()))[0].prompt_tokens
-    print(f"subject: {subject} · prompt {prompt_tokens} tokens · {args.new_tokens} new tokens · {args.runs} runs\n")
+    print(f"subject: {subject} · prompt {prompt_tokens} tokens · {args.new_tokens} new tokens · {args.runs} runs")
+    if search_ms:
+        with_refs = next(samples[m.name + label] for m, label in rows if label)[0].prompt_tokens
+        print(f"references: prompt {with_refs} tokens with the top {retrieval.PROMPT_PASSAGES} of 5 passages; "
+              f"search {statistics.median(search_ms):.1f} ms median ({min(search_ms):.1f}–{max(search_ms):.1f}, 20 queries), "
+              "not included in the time to first token below")
+    print()
     baseline = statistics.median(s.tokens_per_s for s in samples[methods[0].name])
     cpu_col = args.device == "cpu"
     header = "| method | time to first token, s (median, min–max) | tokens/s (median, min–max) | speed-up |"
     header += " tokens per CPU-second (median) | top-1 agreement with fp32 |" if cpu_col else ""
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
-    for method in methods:
-        ss = samples[method.name]
+    for method, label in rows:
+        ss = samples[method.name + label]
         ttft = [s.ttft_s for s in ss]
         tps = [s.tokens_per_s for s in ss]
         row = (
-            f"| {method.name} | {statistics.median(ttft):.3f} ({min(ttft):.3f}–{max(ttft):.3f}) "
+            f"| {method.name + label} | {statistics.median(ttft):.3f} ({min(ttft):.3f}–{max(ttft):.3f}) "
             f"| {statistics.median(tps):.1f} ({min(tps):.1f}–{max(tps):.1f}) "
             f"| {statistics.median(tps) / baseline:.2f}× |"
         )
