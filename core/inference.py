@@ -9,14 +9,15 @@ generator) ends generation at the next token.
 
 A final answer every time (budget forcing): the model reasons freely until ``max_new_tokens``
 less an answer allowance (:data:`ANSWER_ALLOWANCE`); if by then it has not written the final-answer
-marker, or when the ``conclude`` event is set ("Conclude now"), the reasoning ends, the marker is
-appended as tokens and the model writes its answer, one paragraph of at most the allowance. That
+marker, or when the ``conclude`` event is set ("Conclude now"), or when it ends its turn
+(end-of-sequence) without having written the marker, the reasoning ends, the marker is appended as
+tokens and the model writes its answer, one paragraph of at most the allowance. That
 second phase re-runs the prompt, the reasoning and the marker through the same decoder (a new
 prefill: measured with the embedded model and adapter on the 2-core CPU, one decoding thread, 0.4 s
 for 420-540 tokens and 1.0-1.8 s for 920-1,000, i.e. the pause before the marker appears, against
 5 decoding steps, about 0.2 s, had the reasoning's KV cache been extended instead). The evaluation
 (``trainer.evaluate``) forces with the same rules (:func:`answer_budget`, :func:`needs_forcing`,
-:func:`answer_complete`), so its numbers describe what the page serves.
+:func:`answer_room`, :func:`answer_complete`), so its numbers describe what the page serves.
 
 Serving speed: :func:`serving_plan` says how a merged model is served on a device and
 :func:`prepare_for_serving` applies it once, at load time. Decoding runs in the lean Llama decoder
@@ -53,7 +54,7 @@ _log = logging.getLogger(__name__)
 
 EventKind = Literal["waiting", "started", "text", "done"]
 FinishReason = Literal["eos", "length", "stopped"]
-ForcedReason = Literal["budget", "conclude"]
+ForcedReason = Literal["budget", "conclude", "eos"]
 WeightFormat = Literal["fp32", "bf16", "int8"]
 
 
@@ -123,10 +124,28 @@ def answer_budget(max_new_tokens: int, marker: Sequence[int], *, allowance: int 
     return AnswerBudget(total=total, reasoning=total - kept, marker=tuple(marker), answer=answer)
 
 
-def needs_forcing(text: str, n_tokens: int, budget: AnswerBudget) -> bool:
-    """Whether reasoning ``text`` (``n_tokens`` generated tokens, no end-of-sequence) has used up its
-    share of the budget without writing the final-answer marker."""
-    return budget.can_force and n_tokens >= budget.reasoning and not parse_completion(text).has_answer
+def needs_forcing(text: str, n_tokens: int, budget: AnswerBudget, *, ended: bool = False) -> bool:
+    """Whether reasoning ``text`` (``n_tokens`` generated tokens) gets a forced final answer: it has no
+    final-answer marker and has used up its share of the budget, or (``ended``) the model ended its
+    turn with an end-of-sequence token before writing one."""
+    if not budget.can_force or parse_completion(text).has_answer:
+        return False
+    return ended or n_tokens >= budget.reasoning
+
+
+def answer_room(budget: AnswerBudget, generated: int) -> int:
+    """Most answer tokens after the marker is appended to ``generated`` tokens (an end-of-sequence
+    token counted: it was decoded), so that all of them stay within ``budget.total``.
+
+    It is the whole allowance (``budget.answer``) in every case that forces: reasoning without a
+    marker is cut at ``budget.reasoning`` tokens, so a model that ends its turn earlier leaves at least
+    the allowance. The minimum only guards the total. A budget that cannot force (allowance 0: never
+    force; or ``max_new_tokens`` too small to hold the marker and an answer) forces neither at the
+    budget nor after an early end, rather than appending a marker with almost no room behind it.
+    """
+    if not budget.can_force:
+        return 0
+    return max(0, min(budget.answer, budget.total - int(generated) - len(budget.marker)))
 
 
 def answer_complete(answer: str) -> bool:
@@ -187,7 +206,8 @@ class GenerationStats:
     """Time spent waiting for another generation on the same model to finish."""
     finish_reason: FinishReason | None = None
     forced: ForcedReason | None = None
-    """Why the final answer was forced (``budget`` or ``conclude``); None while the model writes on its own."""
+    """Why the final answer was forced (``budget``, ``conclude``, or ``eos``: the model ended its turn without
+    one); None while the model writes on its own."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -287,7 +307,8 @@ class _ReasoningGate:
     It ends at ``stop``; and, while no final-answer marker has been written, when the reasoning has used
     its share of the budget or ``conclude`` is set: then :attr:`forced` says why. The generated text
     is decoded only when one of those could apply (at most once per token after ``conclude``, once at
-    the budget), and a marker once seen is remembered: text only grows, so it stays there.
+    the budget), and a marker once seen is remembered: text only grows, so it stays there. An
+    end-of-sequence ends the phase by itself; whether it is forced then is decided after the phase.
     """
 
     def __init__(
@@ -396,10 +417,13 @@ def stream_case(
     Budget forcing (see the module docstring): when the reasoning reaches its share of the budget
     (:func:`answer_budget`) without a final-answer marker, or ``conclude`` is set while no marker has
     been written, the marker is appended and streamed, and the model writes at most the allowance,
-    ending at end-of-sequence or at the end of the answer's paragraph. Events from then on carry
-    ``forced`` (``"budget"`` or ``"conclude"``). The second phase re-runs prompt + reasoning + marker
-    from scratch (see the module docstring for what that prefill costs). ``stop`` still ends
-    generation without an answer.
+    ending at end-of-sequence or at the end of the answer's paragraph. The same happens when the model
+    ends its turn (end-of-sequence) before writing a marker: the end-of-sequence token is dropped from
+    what the second phase sees (it stays counted in ``new_tokens``), and the answer gets
+    :func:`answer_room`. Events from then on carry ``forced`` (``"budget"``, ``"conclude"``, or
+    ``"eos"`` for a model that stopped without concluding; ``"conclude"`` if the student had asked).
+    The second phase re-runs prompt + reasoning + marker from scratch (see the module docstring for
+    what that prefill costs). ``stop`` still ends generation without an answer.
     """
     stop = stop or threading.Event()
     conclude = conclude or threading.Event()
@@ -492,14 +516,26 @@ def _generate_locked(
             if decoder is not None:
                 streamer.put(input_ids.cpu())  # the prompt first, as generate does (the streamer skips it)
             reasoning = run(input_ids, budget.total, gate.ends)
-            if gate.forced is None or stop.is_set() or (reasoning and reasoning[-1] in eos):
+            if stop.is_set() or not reasoning:
                 return
-            forced.append(gate.forced)
+            why: ForcedReason | None = gate.forced
+            kept = reasoning
+            if reasoning[-1] in eos:
+                # The model ended its turn. Without a marker that is no answer at all, so it is asked
+                # for one; the second phase continues the reasoning, not the closed turn.
+                kept = reasoning[:-1]
+                text = tokenizer.decode(kept, skip_special_tokens=True)
+                ended_unanswered = needs_forcing(text, len(reasoning), budget, ended=True)
+                why = ("conclude" if conclude.is_set() else "eos") if ended_unanswered else None
+            room = answer_room(budget, len(reasoning))
+            if why is None or room <= 0:
+                return
+            forced.append(why)
             streamer.put_generated(budget.marker)
-            tail = torch.tensor([reasoning + list(budget.marker)], dtype=input_ids.dtype, device=input_ids.device)
-            answer = run(torch.cat([input_ids, tail], dim=1), budget.answer, answer_ends)
+            tail = torch.tensor([kept + list(budget.marker)], dtype=input_ids.dtype, device=input_ids.device)
+            answer = run(torch.cat([input_ids, tail], dim=1), room, answer_ends)
             ended = bool(answer) and (answer[-1] in eos or answer_ends(len(answer), lambda: answer))
-            answer_cut_short.append(len(answer) >= budget.answer and not ended)
+            answer_cut_short.append(len(answer) >= room and not ended)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread below
             failure.append(exc)
         finally:
@@ -575,7 +611,8 @@ class CaseRun:
     example_id: str | None = None
     """Id of the test-split record the case came from, if it was picked as an example."""
     forced: ForcedReason | None = None
-    """Why the final answer was forced (``budget`` or ``conclude``); None when the model wrote it unprompted."""
+    """Why the final answer was forced (``budget``, ``conclude`` or ``eos``); None when the model wrote it
+    unprompted."""
     references: list[dict[str, Any]] = field(default_factory=list)
     """Reference passages given to the model as context (``core.retrieval.Passage.to_dict()``), best first."""
 

@@ -54,6 +54,7 @@ FORCED = {
     "budget": "Final answer forced at the token budget: the model had not concluded when its reasoning "
               "tokens ran out, so it was made to answer.",
     "conclude": "Concluded early at your request — the model did not finish reasoning.",
+    "eos": "The model ended without a final answer, so it was asked for one.",
 }
 REFERENCES_SHOWN = 5
 LIVE_POLL_S = 0.2

@@ -21,7 +21,9 @@ Generation follows the app's budget forcing (``core.inference``: :func:`~core.in
 :func:`~core.inference.needs_forcing`, :func:`~core.inference.answer_complete`): a first phase runs
 every item to the reasoning share of ``--max_new_tokens``; items that wrote a final-answer marker go
 on to the full budget, items that did not get the marker appended and at most the answer allowance
-(ending at their answer paragraph's end), and are reported as forced. With ``--references`` two more
+(ending at their answer paragraph's end), and are reported as forced (``"budget"``); so are items
+that ended their turn in the first phase without a marker (``"eos"``: the app asks those for an
+answer too, :func:`~core.inference.answer_room`). With ``--references`` two more
 rows ask the same models with the top-5 reference passages (``core.retrieval``) as the prompt's context.
 
 Writes ``eval.json`` (every number, the settings and the item ids), ``eval.md`` (the comparison
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from core.inference import (
-    ANSWER_ALLOWANCE, GenerationSettings, answer_budget, answer_complete, marker_ids, needs_forcing,
+    ANSWER_ALLOWANCE, GenerationSettings, answer_budget, answer_complete, answer_room, marker_ids, needs_forcing,
 )
 from core.metrics import accuracy, extract_choice, rouge_l
 from core.prompts import build_messages, parse_completion
@@ -173,8 +175,10 @@ class Generation:
 
     text: str
     forced: str | None
-    """``"budget"`` when the final answer was forced (no marker within the reasoning share), else None."""
+    """Why the final answer was forced: ``"budget"`` (no marker within the reasoning share) or ``"eos"``
+    (the model ended its turn without one); None when the model wrote it itself."""
     new_tokens: int
+    """Generated tokens, a stop token the row met included (the app's streamer counts it too)."""
 
 
 def prompt_for(rec: Record, context: str = "") -> list[dict[str, str]]:
@@ -258,10 +262,12 @@ def generate(
 ) -> tuple[list[Generation], dict[str, float]]:
     """Greedy completions of ``prompts`` (chat messages), in their order, with the app's budget forcing.
 
-    Phase 1 runs every prompt to the reasoning share of the budget. A row that ended there is done;
-    one that wrote a final-answer marker continues to the full budget (as the app lets it); one that
-    did not gets the marker appended and at most the rest of the allowance, ending at its answer
-    paragraph's end. Phase 2 re-runs prompt + phase-1 tokens (+ marker), the app's second phase too.
+    Phase 1 runs every prompt to the reasoning share of the budget. A row that ended there (a stop
+    token) with a final-answer marker is done; one that ended without it is forced (``"eos"``). A
+    row that wrote a marker continues to the full budget (as the app lets it); one that did not is
+    forced (``"budget"``). Forced rows get the marker appended and at most the answer allowance,
+    ending at their answer paragraph's end. Phase 2 re-runs prompt + phase-1 tokens (+ marker; the
+    stop token left out), the app's second phase too.
     """
     from trainer.dataset import chat_ids
 
@@ -273,28 +279,33 @@ def generate(
     phase1 = _generate_rows(model, tokenizer, inputs, limits=[first_len] * len(inputs),
                             answer_rows=[False] * len(inputs), batch_size=batch_size, stops=stops)
     done: dict[int, Generation] = {}
-    jobs: list[tuple[int, list[int], int, bool]] = []  # item, phase-2 input, new-token limit, forced
+    jobs: list[tuple[int, list[int], int, str | None]] = []  # item, phase-2 input, new-token limit, forced
     for i, (ids, ended) in enumerate(phase1):
         text = tokenizer.decode(ids, skip_special_tokens=True)
-        if ended or len(ids) >= budget.total:
-            done[i] = Generation(text, None, len(ids))
+        generated = len(ids) + ended  # the stop token was decoded too: it counts against the budget
+        if ended and needs_forcing(text, generated, budget, ended=True) and answer_room(budget, generated):
+            jobs.append((i, inputs[i] + ids + list(budget.marker), answer_room(budget, generated), "eos"))
+        elif ended or len(ids) >= budget.total:
+            done[i] = Generation(text, None, generated)
         elif needs_forcing(text, len(ids), budget):
-            jobs.append((i, inputs[i] + ids + list(budget.marker), budget.answer, True))
+            jobs.append((i, inputs[i] + ids + list(budget.marker), answer_room(budget, len(ids)), "budget"))
         else:  # a natural final answer: on to the full budget
-            jobs.append((i, inputs[i] + ids, budget.total - len(ids), False))
+            jobs.append((i, inputs[i] + ids, budget.total - len(ids), None))
     if jobs:
         phase2 = _generate_rows(model, tokenizer, [j[1] for j in jobs], limits=[j[2] for j in jobs],
-                                answer_rows=[j[3] for j in jobs], batch_size=batch_size, stops=stops)
-        for (i, _, _, forced), (more, _) in zip(jobs, phase2):
-            ids = phase1[i][0] + (list(budget.marker) if forced else []) + more
+                                answer_rows=[j[3] is not None for j in jobs], batch_size=batch_size, stops=stops)
+        for (i, _, _, forced), (more, ended) in zip(jobs, phase2):
+            first, first_ended = phase1[i]
+            ids = first + (list(budget.marker) if forced else []) + more
             text = tokenizer.decode(ids, skip_special_tokens=True)
-            done[i] = Generation(text, "budget" if forced else None, len(ids))
+            done[i] = Generation(text, forced, len(ids) + first_ended + ended)
     outputs = [done[i] for i in range(len(inputs))]
     seconds = time.perf_counter() - t0
     new_tokens = sum(g.new_tokens for g in outputs)
     return outputs, {"new_tokens": new_tokens, "seconds": seconds,
                      "tokens_per_s": new_tokens / seconds if seconds else 0.0,
-                     "forced": sum(g.forced is not None for g in outputs)}
+                     "forced": sum(g.forced is not None for g in outputs),
+                     "forced_eos": sum(g.forced == "eos" for g in outputs)}
 
 
 # -- scoring: one function per item, one per summary (evaluation and --recompute share them) ----------
@@ -333,7 +344,11 @@ def _formats(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "format_adherence": accuracy(s["well_formed"] and not s["forced"] for s in samples).to_dict(),
         # reasoning and a final answer at all, natural or forced
         "final_answer": accuracy(s["well_formed"] for s in samples).to_dict(),
+        # forced for either reason (at the budget, or after the model ended its turn without an answer)
         "forced": sum(bool(s["forced"]) for s in samples),
+        # Only present when some answer was forced after an early end: reports from before that was
+        # forced hold no such key, and --recompute of their samples (forced "budget"/None) still matches.
+        **({"forced_eos": n} if (n := sum(s["forced"] == "eos" for s in samples)) else {}),
     }
 
 
@@ -475,6 +490,14 @@ def _count(d: dict[str, Any] | None, key: str = "forced") -> str:
     return "n/a" if not d or d.get(key) is None else f"{d[key]} of {d['n']}"
 
 
+def _forced(d: dict[str, Any] | None) -> str:
+    """Forced answers, with how many followed an early end when any did."""
+    early = (d or {}).get("forced_eos")
+    if not early:
+        return _count(d)
+    return f"{_count(d)} ({d['forced'] - early} at the budget, {early} after an early end)"
+
+
 def _table(first: dict[str, Any], second: dict[str, Any], settings: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """Metric rows comparing two rows' results (parts either lacks are left out)."""
     rows: list[tuple[str, str, str, str]] = []
@@ -499,7 +522,7 @@ def _table(first: dict[str, Any], second: dict[str, Any], settings: dict[str, An
                      _delta(b["format_adherence"]["accuracy"], a["format_adherence"]["accuracy"], 1, 100, " pts")))
         rows.append((f"Final answer %, natural or forced ({what})", _pct(b["final_answer"]), _pct(a["final_answer"]),
                      _delta(b["final_answer"]["accuracy"], a["final_answer"]["accuracy"], 1, 100, " pts")))
-        rows.append((f"Final answers forced at the budget ({what})", _count(b), _count(a), ""))
+        rows.append((f"Final answers forced (budget or early end) ({what})", _forced(b), _forced(a), ""))
 
     bo, ao = first.get("open"), second.get("open")
     if bo and ao:
@@ -570,7 +593,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Notes: loss, perplexity and token accuracy are over the completion tokens (reasoning + final answer) of "
         "the test split; ROUGE-L compares the generated final-answer line with the reference answer (a generation "
         "without a final-answer line is scored as a whole); \"natural marker\" counts answers the model marked "
-        "itself, \"natural or forced\" also those whose marker was appended at the budget (as the app does); MCQ "
+        "itself, \"natural or forced\" also those whose marker was appended at the budget or after the model ended "
+        "without one (as the app does); MCQ "
         f"items are a fixed sample of the quiz bank (seed {s['seed']}), letters extracted by "
         "`core.metrics.extract_choice`, intervals are 95% Wilson intervals. Every number above except loss and "
         f"speed is recomputed from `{SAMPLES_FILE}` by `python -m trainer.evaluate --recompute <folder>`.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -79,12 +80,18 @@ class Served:
 
 
 class ScriptedModel:
-    """Replays ``token_ids`` through the streamer like ``generate`` does (prompt first, then one token a step)."""
+    """Replays ``token_ids`` through the streamer like ``generate`` does (prompt first, then one token a step).
 
-    def __init__(self, token_ids: list[int], *, fail_at: int | None = None):
+    With ``eos`` the script may end its turn: that id is the model's end-of-sequence token (a script
+    ends with it; only stopping criteria end a replay early).
+    """
+
+    def __init__(self, token_ids: list[int], *, fail_at: int | None = None, eos: int | None = None):
         self.token_ids = token_ids
         self.fail_at = fail_at
         self.calls: list[dict] = []
+        if eos is not None:
+            self.generation_config = types.SimpleNamespace(eos_token_id=eos)
 
     def parameters(self):
         yield torch.zeros(1)
@@ -452,6 +459,136 @@ def test_stop_still_ends_without_a_forced_answer(tiny, tokenizer):
             conclude.set()  # stop wins over conclude
     done = events[-1]
     assert done.stopped and done.forced is None and not done.has_answer and FINAL_ANSWER_MARKER not in done.text
+
+
+# -- a model that ends its turn without concluding ---------------------------------------------------
+
+
+def test_an_early_end_without_a_marker_is_forced_and_the_answer_keeps_to_the_budget(tokenizer):
+    budget = inference.answer_budget(100, inference.marker_ids(tokenizer))
+    assert inference.needs_forcing("thinking", 3, budget, ended=True)  # long before the reasoning share
+    assert not inference.needs_forcing("thinking", 3, budget)  # still reasoning: not yet
+    assert not inference.needs_forcing("thinking.\n\nFinal answer: B", 3, budget, ended=True)  # it concluded
+    never = inference.answer_budget(100, inference.marker_ids(tokenizer), allowance=0)
+    assert not inference.needs_forcing("thinking", 3, never, ended=True)  # allowance 0 never forces
+    assert inference.answer_room(budget, 3) == inference.answer_room(budget, budget.reasoning) == budget.answer
+    assert budget.reasoning + len(budget.marker) + inference.answer_room(budget, budget.reasoning) == budget.total
+    assert inference.answer_room(budget, budget.total - len(budget.marker) - 2) == 2  # never past the total
+    assert inference.answer_room(budget, budget.total) == 0 and inference.answer_room(never, 3) == 0
+
+
+def _eos_id(tokenizer) -> int:
+    return tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_a_model_that_ends_its_turn_without_concluding_is_asked_for_an_answer(tokenizer):
+    # The scripted model replays the same tokens in both phases: its "answer" is the script's start.
+    eos = _eos_id(tokenizer)
+    script = tokenizer.encode("Pain and fever.\n\nNeeds more thought", add_special_tokens=False) + [eos]
+    model = ScriptedModel(script, eos=eos)
+    marker = inference.marker_ids(tokenizer)
+    budget = inference.answer_budget(200, marker)
+    events = list(inference.stream_case("c", served=Served(model, tokenizer),
+                                        settings=GenerationSettings(max_new_tokens=200, temperature=0)))
+    done = events[-1]
+    assert done.forced == done.stats.forced == "eos" and done.has_answer and not done.stopped
+    first, second = model.calls
+    # Phase 2 continues the reasoning (the end-of-turn token left out) after the marker, within the allowance.
+    assert second["input_ids"] == first["input_ids"] + script[:-1] + marker
+    assert second["max_new_tokens"] == budget.answer
+    assert done.reasoning == "Pain and fever.\n\nNeeds more thought" and done.answer == "Pain and fever."
+    assert done.text == "Pain and fever.\n\nNeeds more thought\n\n" + FINAL_ANSWER_MARKER + "Pain and fever.\n\n"
+    # The end-of-turn token was decoded: it counts.
+    assert done.stats.new_tokens == len(script) + len(marker) + _tokens(tokenizer, "Pain and fever.\n\n") <= 200
+    assert done.stats.finish_reason == "eos"
+    texts = [e for e in events if e.kind == "text"]
+    assert any(e.forced is None and not e.has_answer for e in texts)
+    assert all(e.forced == "eos" for e in texts if FINAL_ANSWER_MARKER in e.text)
+    run = inference.case_run(done, case_text="c", base_model="b", adapter="a", settings=GenerationSettings())
+    assert run.forced == run.history_fields()["timings"]["forced"] == "eos"
+
+
+def test_an_early_end_at_the_edge_of_the_reasoning_share_stays_within_max_new_tokens(tokenizer):
+    eos = _eos_id(tokenizer)
+    marker = inference.marker_ids(tokenizer)
+    budget = inference.answer_budget(60, marker)
+    words = tokenizer.encode(" infection and colic" * 40, add_special_tokens=False)
+    script = words[: budget.reasoning - 1] + [eos]  # the turn ends on the last token of the reasoning share
+    model = ScriptedModel(script, eos=eos)
+    done = list(inference.stream_case("c", served=Served(model, tokenizer),
+                                      settings=GenerationSettings(max_new_tokens=60, temperature=0)))[-1]
+    assert done.forced == "eos" and model.calls[1]["max_new_tokens"] == budget.answer
+    # No blank line in the replayed answer: it runs to its room, and reasoning + marker + answer is the budget.
+    assert done.stats.new_tokens == 60 and done.stats.finish_reason == "length"
+
+
+def test_an_early_end_after_a_natural_answer_or_without_an_allowance_is_left_alone(tokenizer):
+    eos = _eos_id(tokenizer)
+    natural = ScriptedModel(tokenizer.encode("Pain.\n\nFinal answer: B", add_special_tokens=False) + [eos], eos=eos)
+    done = list(inference.stream_case("c", served=Served(natural, tokenizer), settings=GenerationSettings()))[-1]
+    assert done.forced is None and done.answer == "B" and len(natural.calls) == 1
+    thinking = tokenizer.encode("Pain and fever", add_special_tokens=False) + [eos]
+    never = ScriptedModel(thinking, eos=eos)
+    done = list(inference.stream_case("c", served=Served(never, tokenizer),
+                                      settings=GenerationSettings(answer_allowance=0)))[-1]
+    assert done.forced is None and not done.has_answer and len(never.calls) == 1
+    tiny_budget = ScriptedModel(thinking, eos=eos)  # 8 tokens cannot hold the marker and an answer
+    done = list(inference.stream_case("c", served=Served(tiny_budget, tokenizer),
+                                      settings=GenerationSettings(max_new_tokens=8)))[-1]
+    assert done.forced is None and not done.has_answer and len(tiny_budget.calls) == 1
+
+
+def _ends_its_turn_early(tokenizer, *, seed: int = 1, after: int = 6, lean: bool = False):
+    """A tiny Llama (own output head) that ends its turn after about ``after`` greedy tokens of "A case.",
+    with no marker: its output row for <|im_end|> is the row, scaled up, of a token it writes there."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=False)  # a tied head would move the prompt's embeddings too
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = None
+    ids = inference.prompt_ids(tokenizer, "A case.")
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4 * after,
+                             do_sample=False, pad_token_id=0)
+        new = out[0, ids.shape[1]:].tolist()
+        first_new = next(i for i in range(after, len(new)) if new[i] not in new[:i])
+        model.lm_head.weight[_eos_id(tokenizer)] = 1.5 * model.lm_head.weight[new[first_new]]
+    model.generation_config.eos_token_id = _eos_id(tokenizer)
+    if lean:
+        model = inference.prepare_for_serving(model, ServingPlan("fp32", max_cache_len=512, decoder=True))
+        assert inference.decoder_for(model) is not None
+    return model
+
+
+@pytest.mark.parametrize("path", ["generate", "decoder"])
+def test_a_real_model_that_ends_early_gets_a_final_answer_on_both_paths(tokenizer, path):
+    model = _ends_its_turn_early(tokenizer, lean=path == "decoder")
+    settings = GenerationSettings(max_new_tokens=90, temperature=0)
+    budget = inference.answer_budget(90, inference.marker_ids(tokenizer))
+    done = list(inference.stream_case("A case.", served=Served(model, tokenizer), settings=settings))[-1]
+    assert done.forced == "eos" and done.has_answer and done.answer.strip() and not done.stopped
+    assert done.stats.new_tokens <= 90
+    reasoning_text, _, _ = done.text.rpartition("\n\n" + FINAL_ANSWER_MARKER)
+    assert 0 < _tokens(tokenizer, reasoning_text) < budget.reasoning  # it ended long before the budget
+    # Without an allowance the same model just ends: the forcing above is what gave it an answer.
+    bare = list(inference.stream_case("A case.", served=Served(model, tokenizer),
+                                      settings=GenerationSettings(max_new_tokens=90, temperature=0,
+                                                                  answer_allowance=0)))[-1]
+    assert bare.forced is None and not bare.has_answer and bare.stats.finish_reason == "eos"
+    assert bare.text == reasoning_text
+
+
+def test_both_paths_force_the_same_answer_after_an_early_end(tokenizer):
+    settings = GenerationSettings(max_new_tokens=90, temperature=0)
+    plain, lean = (
+        list(inference.stream_case("A case.", served=Served(model, tokenizer), settings=settings))[-1]
+        for model in (_ends_its_turn_early(tokenizer, seed=2), _ends_its_turn_early(tokenizer, seed=2, lean=True))
+    )
+    assert plain.forced == lean.forced == "eos" and plain.text == lean.text
+    assert plain.stats.new_tokens == lean.stats.new_tokens
 
 
 # -- serving plans ---------------------------------------------------------------------------------

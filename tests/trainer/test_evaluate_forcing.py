@@ -42,6 +42,67 @@ def test_batched_evaluation_generates_what_the_app_streams(tiny):
     assert all(FINAL_ANSWER_MARKER in g.text for g in outputs if g.forced)
 
 
+def _ends_its_turn_early(model_dir, tokenizer, prompt_ids, *, after: int = 6, seed: int = 1):
+    """The tiny Llama's shape with its own random output head, whose <|im_end|> row is the row (scaled up)
+    of a token it writes about ``after`` greedy tokens into ``prompt_ids``: it ends its turn there, unconcluded."""
+    import torch
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    config.tie_word_embeddings = False  # a tied head would move the prompt's embeddings too
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.eos_token_id = None
+    with torch.no_grad():
+        out = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids),
+                             max_new_tokens=4 * after, do_sample=False, pad_token_id=0)
+        new = out[0, prompt_ids.shape[1]:].tolist()
+        first_new = next(i for i in range(after, len(new)) if new[i] not in new[:i])
+        model.lm_head.weight[eos] = 1.5 * model.lm_head.weight[new[first_new]]
+    model.generation_config.eos_token_id = eos
+    return model
+
+
+def test_batched_evaluation_forces_an_early_end_as_the_app_does(tiny_model_dir, tiny):
+    """A model that ends its turn without a marker: the batched evaluation and the page's stream agree."""
+    _, tokenizer = tiny
+    records = make_records("test", 4, 2)
+    first = records[0]
+    ids = inference.prompt_ids(tokenizer, evaluate.question_text(first), evaluate.mcq_options(first))
+    model = _ends_its_turn_early(tiny_model_dir, tokenizer, ids)
+    budget = 60
+    outputs, stats = evaluate.generate(model, tokenizer, [evaluate.prompt_for(r) for r in records], batch_size=3,
+                                       max_new_tokens=budget)
+    served = types.SimpleNamespace(model=model, tokenizer=tokenizer, lock=threading.Lock())
+    for rec, gen in zip(records, outputs):
+        case, options = evaluate.question_text(rec), evaluate.mcq_options(rec)
+        settings = inference.GenerationSettings(max_new_tokens=budget, temperature=0)
+        done = list(inference.stream_case(case, served=served, options=options, settings=settings))[-1]
+        assert (gen.text, gen.forced) == (done.text, done.forced), rec.id
+        assert gen.new_tokens == done.stats.new_tokens <= budget
+    assert outputs[0].forced == "eos" and FINAL_ANSWER_MARKER in outputs[0].text
+    assert stats["forced_eos"] == sum(g.forced == "eos" for g in outputs) >= 1
+    assert stats["forced"] == sum(g.forced is not None for g in outputs)
+
+
+def test_forced_answers_are_counted_by_kind_and_old_samples_still_recompute():
+    recs = make_records("test", 3, 0)
+    outputs = [f"Because.\n\nFinal answer: {recs[0].answer}", f"Thinking.\n\nFinal answer: {recs[1].answer}",
+               f"Ended.\n\nFinal answer: {recs[2].answer}"]
+    summary, rows = score_open(recs, outputs, [None, "budget", "eos"])
+    assert (summary["forced"], summary["forced_eos"]) == (2, 1)
+    assert summary["final_answer"]["correct"] == 3 and summary["format_adherence"]["correct"] == 1
+    assert [r["forced"] for r in rows] == [None, "budget", "eos"]
+    # Samples from before early ends were forced (only "budget"/None): no new key, so their eval.json matches.
+    old, _ = score_open(recs, outputs, [None, "budget", None])
+    assert "forced_eos" not in old and old["forced"] == 1
+    settings = {"mcq_sources": [], "batch_size": 1}
+    table = {label: (b, a) for label, b, a, _ in evaluate._table({"open": old}, {"open": summary}, settings)}
+    label = "Final answers forced (budget or early end) (open-ended test, n=3)"
+    assert table[label] == ("1 of 3", "2 of 3 (1 at the budget, 1 after an early end)")
+
+
 def test_phase_two_continues_natural_answers_and_forces_the_rest(monkeypatch, tiny):
     """The decision between the phases, with scripted phase outputs (no model)."""
     _, tokenizer = tiny
@@ -50,22 +111,24 @@ def test_phase_two_continues_natural_answers_and_forces_the_rest(monkeypatch, ti
     budget = inference.answer_budget(100, marker)
     natural = enc("Pain.\n\nFinal answer: B") + enc(" x") * 60
     thinking = enc(" fever") * 80
+    short = enc("Short.\n\nFinal answer: B")
+    # Rows that met a stop token come back without it (and with True).
     phase1 = {0: (natural[: budget.reasoning], False), 1: (thinking[: budget.reasoning], False),
-              2: (enc("Short."), True)}
+              2: (short, True), 3: (enc("Fever."), True)}
     calls = []
 
     def fake_rows(model, tok, inputs, *, limits, answer_rows, batch_size, stops):
         calls.append({"inputs": [list(i) for i in inputs], "limits": list(limits), "answer_rows": list(answer_rows)})
         if len(calls) == 1:
             return [phase1[i] for i in range(len(inputs))]
-        return [(enc(" more"), False), (enc(" B. Protamine.\n\n"), False)]
+        return [(enc(" more"), False), (enc(" B. Protamine.\n\n"), False), (enc(" Pyelonephritis."), True)]
 
     monkeypatch.setattr(evaluate, "_generate_rows", fake_rows)
     monkeypatch.setattr(evaluate, "stop_token_ids", lambda m, t: [2])
-    outputs, stats = evaluate.generate(None, tokenizer, [[{"role": "user", "content": f"q{i}"}] for i in range(3)],
+    outputs, stats = evaluate.generate(None, tokenizer, [[{"role": "user", "content": f"q{i}"}] for i in range(4)],
                                        batch_size=8, max_new_tokens=100)
     first, second = calls
-    assert first["limits"] == [budget.reasoning] * 3 and not any(first["answer_rows"])
+    assert first["limits"] == [budget.reasoning] * 4 and not any(first["answer_rows"])
     prompts = first["inputs"]
     # Row 0 wrote its own marker: on to the full budget, no marker appended, no paragraph stop.
     assert second["inputs"][0] == prompts[0] + natural[: budget.reasoning]
@@ -73,9 +136,16 @@ def test_phase_two_continues_natural_answers_and_forces_the_rest(monkeypatch, ti
     # Row 1 did not: the marker is appended and it gets the answer allowance, ending at its paragraph.
     assert second["inputs"][1] == prompts[1] + thinking[: budget.reasoning] + marker
     assert second["limits"][1] == budget.answer and second["answer_rows"][1] is True
-    assert [g.forced for g in outputs] == [None, "budget", None] and stats["forced"] == 1
+    # Row 3 ended its turn without a marker: the marker is appended (its stop token left out), the allowance.
+    assert second["inputs"][2] == prompts[3] + enc("Fever.") + marker
+    assert second["limits"][2] == budget.answer and second["answer_rows"][2] is True
+    assert [g.forced for g in outputs] == [None, "budget", None, "eos"]
+    assert (stats["forced"], stats["forced_eos"]) == (2, 1)
     assert outputs[1].text.endswith(FINAL_ANSWER_MARKER + " B. Protamine.\n\n")
-    assert outputs[2] == Generation("Short.", None, len(enc("Short.")))  # ended in phase 1: no second phase
+    # Ended in phase 1 with its own answer: no second phase; the stop token is counted, as the app counts it.
+    assert outputs[2] == Generation("Short.\n\nFinal answer: B", None, len(short) + 1)
+    assert outputs[3] == Generation("Fever.\n\n" + FINAL_ANSWER_MARKER + " Pyelonephritis.", "eos",
+                                    len(enc("Fever.")) + 1 + len(marker) + len(enc(" Pyelonephritis.")) + 1)
 
 
 def test_row_ends_stops_each_row_at_its_limit_or_its_answer_paragraph(tiny):
