@@ -21,7 +21,8 @@ engine = resources.get_engine()
 
 KIND_LABELS = {"All": None, "Case studies": "case", "Quiz attempts": "quiz"}
 FORCED_LABELS = {"budget": "final answer forced at the token budget",
-                 "conclude": "concluded early at the student's request"}
+                 "conclude": "concluded early at the student's request",
+                 "eos": "the model ended without a final answer, so it was asked for one"}
 for key, default in (("history_confirm_delete", None),):
     st.session_state.setdefault(key, default)
 
