@@ -182,7 +182,10 @@ def test_missing_source_is_skipped_with_a_warning(settings, caplog):
     assert "source pubmedqa: pubmedqa-pqal/ori_pqal.json is missing; skipped" in caplog.text
     assert "source casimedicos: casimedicos-en-antidote/dev.tsv is missing; skipped" in caplog.text
     manifest = result.manifest
-    assert len(manifest["missing_sources"]) == 2
+    # the fixture folder has no MedQuAD either: the splits are built, the reference index is not
+    assert len(manifest["missing_sources"]) == 3
+    assert manifest["references"] == {"unavailable": "medquad is missing"}
+    assert not (settings.prepared_dir / "references").exists()
     assert "pubmedqa" not in manifest["counts"]["bank"]["by_source"]
     assert manifest["counts"]["bank"]["by_source"]["medqa"] == 3  # everything else still there
     assert "WARNING: source pubmedqa" in result.summary()
