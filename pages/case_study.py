@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -25,9 +24,8 @@ import streamlit as st
 from sqlmodel import Session
 
 from app import auth, resources, saving
-from core import inference, metrics, retrieval, safety
+from core import citations, inference, metrics, retrieval, safety
 from core.model import ModelError
-from core.quiz_text import md_escape
 from core.records import Record
 from storage import accounts, history, rate_limit
 
@@ -200,26 +198,6 @@ def _stats_line(stats: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-# Only a plain http(s) URL becomes a link: nothing that could end the Markdown link early or smuggle
-# in another scheme (javascript:, data:) or markup.
-_LINKABLE_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[^\s()<>\[\]{}\"'`\\]*)?")
-
-
-def _source_line(passage: retrieval.Passage) -> str:
-    """The passage's site and URL as escaped Markdown: a link where the URL is a plain http(s) one."""
-    site = md_escape(passage.site or "Source")
-    url = passage.url.strip()
-    if not url:
-        return site
-    if _LINKABLE_URL.fullmatch(url):
-        return f"{site} · [{md_escape(url)}]({url})"
-    return f"{site} · {md_escape(url)}"
-
-
-def _credit_line(passage: retrieval.Passage) -> str:
-    return " — ".join(part for part in (passage.license, passage.attribution) if part)
-
-
 def _show_references(passages: list[retrieval.Passage], query: str, *, problem: str | None, used: bool) -> None:
     """The reference passages found for ``query``, each credited; why there are none when there are none."""
     st.markdown("#### References")
@@ -236,9 +214,9 @@ def _show_references(passages: list[retrieval.Passage], query: str, *, problem: 
         st.caption("Not given to the model (\"Use references\" is off): for you to check its answer against.")
     for passage in passages:
         with st.container(border=True):
-            st.markdown(f"**{md_escape(passage.title)}**")
-            st.markdown(_source_line(passage))
-            st.caption(md_escape(_credit_line(passage)))
+            st.markdown(citations.title_line(passage))
+            st.markdown(citations.source_line(passage))
+            st.caption(citations.credit_line(passage))
             st.markdown(retrieval.highlight(passage.text, query))
 
 

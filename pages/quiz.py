@@ -13,7 +13,6 @@ The logic is in ``storage.quiz_sitting`` (one attempt), ``storage.quiz_reports``
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ import streamlit as st
 from sqlmodel import Session
 
 from app import auth, resources
-from core import charts, inference, quiz_text, retrieval
+from core import charts, citations, inference, quiz_text, retrieval
 from core.model import ModelError
 from core.quiz import NotEnoughItemsError, available_filters, remaining_s
 from core.records import Record
@@ -228,22 +227,6 @@ def run_explanation(record: Record, state_key: str) -> None:
 # -- "Read more": reference passages on an answered item (tutor mode) -------------------------------------------
 
 READ_MORE_PASSAGES = 3
-# Only a plain http(s) URL becomes a link (the case-study page checks its references the same way):
-# nothing that could end the Markdown link early or smuggle in another scheme or markup.
-_LINKABLE_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[^\s()<>\[\]{}\"'`\\]*)?")
-
-
-def source_line(passage: retrieval.Passage) -> str:
-    """The passage's site and URL as escaped Markdown: a link where the URL is a plain http(s) one."""
-    site = quiz_text.md_escape(passage.site or "Source")
-    url = passage.url.strip()
-    if not url:
-        return site
-    if _LINKABLE_URL.fullmatch(url):
-        return f"{site} · [{quiz_text.md_escape(url)}]({url})"
-    return f"{site} · {quiz_text.md_escape(url)}"
-
-
 def read_more(record: Record) -> None:
     """The reference passages that best match the item's question, each credited, in an expander.
 
@@ -261,9 +244,9 @@ def read_more(record: Record) -> None:
             st.caption("No matching references for this question.")
         for passage in passages:
             with st.container(border=True):
-                st.markdown(f"**{quiz_text.md_escape(passage.title)}**")
-                st.markdown(source_line(passage))
-                st.caption(quiz_text.md_escape(" — ".join(p for p in (passage.license, passage.attribution) if p)))
+                st.markdown(citations.title_line(passage))
+                st.markdown(citations.source_line(passage))
+                st.caption(citations.credit_line(passage))
                 st.markdown(retrieval.highlight(passage.text, record.question))
 
 
