@@ -20,7 +20,7 @@ def test_a_plain_https_url_is_a_link_and_the_title_is_escaped():
     line = citations.source_line(_P())
     assert line.startswith("MedlinePlus · [") and line.endswith("](https://medlineplus.gov/diabeticketoacidosis.html)")
     assert citations.title_line(_P()) == "**Diabetic \\*ketoacidosis\\***"
-    assert citations.credit_line(_P()).startswith("CC BY 4.0 — MedQuAD")
+    assert citations.credit_line(_P()).startswith("CC BY 4\\.0 — MedQuAD \\(")  # escaped Markdown
 
 
 def test_other_schemes_and_link_breakers_stay_text():
