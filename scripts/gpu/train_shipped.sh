@@ -14,6 +14,9 @@ OUT=${OUT:-/tmp/out}
 RUN=${RUN:-.work/runs/smollm2-medcot-shipped}
 gguf=/root/stash/SmolLM2-135M-Instruct.Q4_1.gguf
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+# bm25s imports JAX when it is installed (the GPU image has it), and JAX then takes 75% of the GPU's
+# memory up front: the first training run here died out of memory with 60 GB held that way.
+export JAX_PLATFORMS=cpu XLA_PYTHON_CLIENT_PREALLOCATE=false
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu-$what.txt" 2>&1
 cat "$OUT/gpu-$what.txt"
@@ -31,7 +34,6 @@ case "$what" in
     tail -40 "$OUT/evaluate.log"
     ;;
   pack)
-    cp "$OUT"/../*.log "$RUN"/ 2>/dev/null || true
     tar -C "$RUN" -czf "$OUT/shipped.tar.gz" --exclude 'checkpoint-*' .
     ls -la "$OUT"
     ;;
