@@ -476,6 +476,20 @@ def embed_cached(
     return matrix, len(todo)
 
 
+def _bm25s() -> Any:
+    """The bm25s module, with JAX kept off the GPU.
+
+    bm25s imports JAX when it is installed, to pick its top-k backend, and JAX then reserves 75% of a
+    GPU's memory at once: on the GPU machine the trainer (which builds retrieval-augmented examples)
+    ran out of memory with 60 GB held that way. This project never needs JAX on a GPU.
+    """
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import bm25s
+
+    return bm25s
+
+
 # -- building ---------------------------------------------------------------------------------------------
 
 
@@ -526,7 +540,7 @@ def build_index(
     :data:`DENSE_REPRESENTATION`, cached in ``cache_dir`` when given. ``out_dir`` is created if missing; the caller
     swaps the finished folder into place. Raises DataError for malformed MedQuAD files.
     """
-    import bm25s
+    bm25s = _bm25s()
     import numpy as np
 
     started = time.perf_counter()
@@ -590,7 +604,8 @@ def build_index(
     }
     section["inputs"] = {"medquad_sha256": _folder_sha256(medquad_dir), "train_sha256": _records_sha256(train)}
     section["build_seconds"] = round(time.perf_counter() - started, 2)
-    manifest = {**section, "files": _files(out_dir)}
+    # Wall-clock times stay out of the file: the same inputs must give the same bytes (prepare's promise).
+    manifest = {**{k: v for k, v in section.items() if k not in {"timings", "build_seconds"}}, "files": _files(out_dir)}
     # Written last (and whole, by rename): an index folder without it is an interrupted build.
     tmp = out_dir / f".{MANIFEST_FILE}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -693,7 +708,7 @@ def _fuse(rankings: Sequence[list[tuple[int, float]]]) -> list[tuple[int, float]
 
 def load_index(prepared_dir: Path) -> ReferenceIndex:
     """The index in ``prepared_dir / INDEX_DIRNAME``; RetrievalUnavailable if missing, incomplete or damaged."""
-    import bm25s
+    bm25s = _bm25s()
     import numpy as np
 
     folder = Path(prepared_dir) / INDEX_DIRNAME
