@@ -23,8 +23,8 @@ from typing import Any
 import streamlit as st
 from sqlmodel import Session
 
-from app import auth, resources, saving
-from core import citations, inference, metrics, retrieval, safety
+from app import auth, references, resources, saving
+from core import inference, metrics, retrieval, safety
 from core.model import ModelError
 from core.records import Record
 from storage import accounts, history, rate_limit
@@ -213,11 +213,7 @@ def _show_references(passages: list[retrieval.Passage], query: str, *, problem: 
     else:
         st.caption("Not given to the model (\"Use references\" is off): for you to check its answer against.")
     for passage in passages:
-        with st.container(border=True):
-            st.markdown(citations.title_line(passage))
-            st.markdown(citations.source_line(passage))
-            st.caption(citations.credit_line(passage))
-            st.markdown(retrieval.highlight(passage.text, query))
+        references.show_passage(passage, query)
 
 
 def _retrieve(text: str) -> tuple[list[retrieval.Passage], str | None]:

@@ -19,8 +19,8 @@ from typing import Any
 import streamlit as st
 from sqlmodel import Session
 
-from app import auth, resources
-from core import charts, citations, inference, quiz_text, retrieval
+from app import auth, references, resources
+from core import charts, inference, quiz_text, retrieval
 from core.model import ModelError
 from core.quiz import NotEnoughItemsError, available_filters, remaining_s
 from core.records import Record
@@ -243,11 +243,7 @@ def read_more(record: Record) -> None:
         if not passages:
             st.caption("No matching references for this question.")
         for passage in passages:
-            with st.container(border=True):
-                st.markdown(citations.title_line(passage))
-                st.markdown(citations.source_line(passage))
-                st.caption(citations.credit_line(passage))
-                st.markdown(retrieval.highlight(passage.text, record.question))
+            references.show_passage(passage, record.question)
 
 
 # -- showing one item -------------------------------------------------------------------------------------------
