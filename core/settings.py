@@ -32,6 +32,7 @@ DEFAULT_ADAPTER = "default"
 
 NO_ADAPTER = "none"
 DEVICES = ("auto", "cpu", "cuda")
+SERVING_BACKENDS = ("local", "openai")
 
 
 class SettingsError(ValueError):
@@ -72,6 +73,23 @@ class Settings:
     other users' page runs, at most 4 (more threads wait on each other at every decoded token)."""
     allow_self_registration: bool = False
     """Whether visitors may create their own student account."""
+    serving_backend: str = "local"
+    """Who generates: `local` (the model in this process; one student at a time, the desktop default) or
+    `openai` (an OpenAI-compatible server at `serving_url`: llama.cpp's server, vLLM, SGLang, Ollama),
+    which serves a class by batching concurrent students."""
+    serving_url: str = ""
+    """Base URL of the OpenAI-compatible server for the `openai` backend, e.g. http://127.0.0.1:8080/v1."""
+    serving_model: str = ""
+    """Model name sent to the server; empty asks the server (`GET /models`) and uses the first it lists."""
+    serving_api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the server's API key (optional). The key itself is read
+    from the environment at request time, never from a file or the database."""
+    serving_connect_timeout_s: int = 5
+    """Seconds to wait for the inference server to accept a connection."""
+    serving_first_token_timeout_s: int = 60
+    """Seconds to wait for the first generated text (a busy server queues the prompt)."""
+    serving_stall_timeout_s: int = 30
+    """Seconds without a new chunk after which a started stream counts as stalled and is abandoned."""
 
     # -- derived paths ---------------------------------------------------------------------------
     @property
@@ -100,7 +118,8 @@ class Settings:
 
 _PATH_FIELDS = {"data_dir", "work_dir", "model_cache"}
 _INT_FIELDS = {"max_input_chars": (100, 200_000), "max_new_tokens": (1, 8192), "generations_per_hour": (0, 100_000),
-               "torch_threads": (0, 256)}
+               "torch_threads": (0, 256), "serving_connect_timeout_s": (1, 600), "serving_first_token_timeout_s": (1, 3600),
+               "serving_stall_timeout_s": (1, 3600)}
 _BOOL_FIELDS = {"allow_self_registration"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -172,6 +191,13 @@ def _validate(s: Settings) -> list[str]:
             problems.append(f"base_model: local folder {_shown(s.base_model)} does not exist")
     if s.adapter not in (DEFAULT_ADAPTER, NO_ADAPTER) and not _is_dir(s.adapter):
         problems.append(f"adapter: folder {_shown(s.adapter)} does not exist (use 'default', 'none' or a folder)")
+    if s.serving_backend not in SERVING_BACKENDS:
+        problems.append(f"serving_backend: must be one of {', '.join(SERVING_BACKENDS)}, got {_shown(s.serving_backend)}")
+    elif s.serving_backend == "openai" and not s.serving_url.startswith(("http://", "https://")):
+        problems.append("serving_url: the openai backend needs the server's URL, like http://127.0.0.1:8080/v1, "
+                        f"got {_shown(s.serving_url)}")
+    if s.serving_api_key_env and not s.serving_api_key_env.replace("_", "").isalnum():
+        problems.append(f"serving_api_key_env: must be an environment variable name, got {_shown(s.serving_api_key_env)}")
     if s.database_url and "://" not in s.database_url:
         problems.append("database_url: not a SQLAlchemy URL like postgresql+psycopg://user@host/db (value hidden)")
     try:
