@@ -2,7 +2,7 @@
 
 :class:`Bank` is built once per version of the prepared data (``app.resources.get_bank`` caches it
 with ``st.cache_resource``) and never mutated: instructors' edits, retirements and imported items
-live in the database and are layered on top by :mod:`storage.quiz_catalog`.
+live in the database and are layered on top by :mod:`core.quiz_catalog` (loaded by ``services.quiz``).
 
 Search: every word of the query must occur (case-insensitive, accents kept, NFKC) in the item's
 id, source, subject, tags, question, options, answer, explanation or context; ``"a phrase"`` in

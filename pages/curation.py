@@ -1,9 +1,9 @@
 """Curation page (instructors and admins): browse the bank, edit and retire items, build and publish quiz sets,
 import items from CSV or JSON, export, and see how each quiz went.
 
-Logic lives in ``storage.quiz_catalog`` (items and quiz sets), ``storage.quiz_reports`` (analytics
-and exports), ``core.quiz_bank`` (search) and ``core.quiz_import`` (import validation); this page
-reads widgets, calls them and renders. Stored text (imports, edits) is shown with ``st.text`` or
+Logic lives in ``services.curation`` (items, quiz sets, analytics and exports), ``core.quiz_bank``
+(search) and ``core.quiz_import`` (import validation); this page reads widgets, makes one call there
+per action and renders. Stored text (imports, edits) is shown with ``st.text`` or
 escaped Markdown, never as HTML.
 """
 
@@ -18,14 +18,12 @@ from sqlmodel import Session
 
 from app import auth, resources
 from core import charts, quiz_text
-from core.quiz import OverrideError
 from core.quiz_bank import OCR_FILTERS, browse
+from core.quiz_catalog import Catalog
 from core.quiz_import import parse_import
 from core.records import Record
-from storage import quiz_catalog, quiz_reports, quizzes
-from storage.errors import StorageError
-from storage.quiz_catalog import Catalog
-from storage.quizzes import QuizError
+from services import StorageError, curation
+from services.curation import OverrideError, QuizError
 
 user = auth.require_role(auth.INSTRUCTOR, auth.ADMIN)
 engine = resources.get_engine()
@@ -48,7 +46,7 @@ NEW_SET = 0
 
 def load_catalog() -> Catalog:
     with Session(engine) as session:
-        return quiz_catalog.load_catalog(session=session, bank=bank)
+        return curation.load_catalog(session=session, bank=bank)
 
 
 def flash(kind: str, message: str) -> None:
@@ -111,31 +109,26 @@ def settings_fields(prefix: str, quiz_set: Any | None) -> None:
 
 
 def create_set() -> None:
-    created = act(quizzes.create_quiz_set, "Quiz set created. Add questions, then publish it.", owner_id=user.id,
+    created = act(curation.create_quiz_set, "Quiz set created. Add questions, then publish it.", owner_id=user.id,
                   **set_values("cur_new"))
     if created is not None:
         st.session_state["cur_set"] = created.id
 
 
 def save_settings(quiz_set_id: int) -> None:
-    def update(*, session: Session, **values: Any) -> Any:
-        quiz_catalog.editable_quiz_set(session=session, viewer=user, quiz_set_id=quiz_set_id)
-        return quizzes.update_quiz_set(session=session, quiz_set_id=quiz_set_id, **values)
-
-    if act(update, "Settings saved.", **set_values(f"cur_edit_{quiz_set_id}")) is not None:
+    if act(curation.update_quiz_set, "Settings saved.", viewer=user, quiz_set_id=quiz_set_id,
+           **set_values(f"cur_edit_{quiz_set_id}")) is not None:
         st.session_state["cur_set"] = quiz_set_id  # sends the (possibly renamed) label to the browser
 
 
 def publish(quiz_set_id: int, published: bool) -> None:
-    def change(*, session: Session) -> Any:
-        quiz_catalog.editable_quiz_set(session=session, viewer=user, quiz_set_id=quiz_set_id)
-        return quizzes.set_published(session=session, quiz_set_id=quiz_set_id, published=published)
-
-    act(change, "Published: students can take it now." if published else "Unpublished: students no longer see it.")
+    act(curation.set_published,
+        "Published: students can take it now." if published else "Unpublished: students no longer see it.",
+        viewer=user, quiz_set_id=quiz_set_id, published=published)
 
 
-def add_items(quiz_set_id: int, item_ids: list[str]) -> quiz_catalog.AddResult | None:
-    def summary(result: quiz_catalog.AddResult) -> str:
+def add_items(quiz_set_id: int, item_ids: list[str]) -> curation.AddResult | None:
+    def summary(result: curation.AddResult) -> str:
         parts = [f"Added {len(result.added)} question{'s' if len(result.added) != 1 else ''}."]
         if result.already:
             parts.append(f"Already in the set: {', '.join(result.already)}.")
@@ -145,7 +138,7 @@ def add_items(quiz_set_id: int, item_ids: list[str]) -> quiz_catalog.AddResult |
             parts.append(f"Retired, not added: {', '.join(result.retired)}.")
         return " ".join(parts)
 
-    result = act(quiz_catalog.add_to_quiz_set, summary, catalog=load_catalog(), viewer=user, quiz_set_id=quiz_set_id,
+    result = act(curation.add_to_quiz_set, summary, catalog=load_catalog(), viewer=user, quiz_set_id=quiz_set_id,
                  item_ids=item_ids)
     if result is not None and not result.added:
         flash("warning", summary(result))
@@ -165,7 +158,7 @@ def add_typed_ids(quiz_set_id: int) -> None:
 def add_random(quiz_set_id: int, pool: list[str]) -> None:
     n = int(st.session_state.get("cur_add_random_n", 5))
     with Session(engine) as session:
-        current = set(quizzes.quiz_set_item_ids(session=session, quiz_set_id=quiz_set_id))
+        current = set(curation.quiz_set_item_ids(session=session, quiz_set_id=quiz_set_id))
     candidates = [i for i in pool if i not in current]
     if not candidates:
         flash("warning", "No item matching the bank search is left to add.")
@@ -174,12 +167,12 @@ def add_random(quiz_set_id: int, pool: list[str]) -> None:
 
 
 def move(quiz_set_id: int, item_id: str, offset: int) -> None:
-    act(quiz_catalog.move_in_quiz_set, "Order saved.", viewer=user, quiz_set_id=quiz_set_id, item_id=item_id,
+    act(curation.move_in_quiz_set, "Order saved.", viewer=user, quiz_set_id=quiz_set_id, item_id=item_id,
         offset=offset)
 
 
 def remove(quiz_set_id: int, item_id: str) -> None:
-    act(quiz_catalog.remove_from_quiz_set, f"Removed {item_id}.", viewer=user, quiz_set_id=quiz_set_id,
+    act(curation.remove_from_quiz_set, f"Removed {item_id}.", viewer=user, quiz_set_id=quiz_set_id,
         item_id=item_id)
 
 
@@ -192,7 +185,7 @@ def save_edit(item_id: str) -> None:
     options = None
     if original is not None and original.options:
         options = {key: state[f"cur_edit_opt_{item_id}_{key}"] for key in original.options}
-    act(quiz_catalog.save_edit, "Edit saved. Students see the new text; the original is kept.", catalog=load_catalog(),
+    act(curation.save_edit, "Edit saved. Students see the new text; the original is kept.", catalog=load_catalog(),
         item_id=item_id, editor_id=user.id, question=state[f"cur_edit_q_{item_id}"], options=options,
         explanation=state[f"cur_edit_expl_{item_id}"])
 
@@ -202,7 +195,7 @@ def revert_edit(item_id: str) -> None:
     original = catalog.original(item_id)
     if original is None:
         return
-    act(quiz_catalog.save_edit, "Back to the original text.", catalog=catalog, item_id=item_id, editor_id=user.id,
+    act(curation.save_edit, "Back to the original text.", catalog=catalog, item_id=item_id, editor_id=user.id,
         question=original.question, options=original.options, explanation=original.explanation)
     prefixes = (f"cur_edit_q_{item_id}", f"cur_edit_expl_{item_id}", f"cur_edit_opt_{item_id}_")
     for key in [k for k in st.session_state if str(k).startswith(prefixes)]:
@@ -210,7 +203,7 @@ def revert_edit(item_id: str) -> None:
 
 
 def retire(item_id: str, retired: bool) -> None:
-    act(quiz_catalog.set_retired, "Retired: no new quiz will use it." if retired else "Restored.",
+    act(curation.set_retired, "Retired: no new quiz will use it." if retired else "Restored.",
         catalog=load_catalog(), item_id=item_id, editor_id=user.id, retired=retired)
 
 
@@ -360,7 +353,7 @@ def sets_tab(catalog: Catalog, sets: dict[int, Any], matches: list[Record]) -> N
         return
     quiz_set = sets[quiz_set_id]
     with Session(engine) as session:
-        item_ids = quizzes.quiz_set_item_ids(session=session, quiz_set_id=quiz_set_id)
+        item_ids = curation.quiz_set_item_ids(session=session, quiz_set_id=quiz_set_id)
     status = "published" if quiz_set.published else "draft (students do not see it)"
     st.markdown(f"#### {quiz_text.md_escape(quiz_set.title)}")
     st.caption(f"{len(item_ids)} question{'s' if len(item_ids) != 1 else ''} · {status}")
@@ -372,7 +365,7 @@ def sets_tab(catalog: Catalog, sets: dict[int, Any], matches: list[Record]) -> N
 
     def export() -> str:
         with Session(engine) as session:
-            return quiz_reports.quiz_set_csv(session=session, catalog=load_catalog(), quiz_set_id=quiz_set_id)
+            return curation.quiz_set_csv(session=session, catalog=load_catalog(), quiz_set_id=quiz_set_id)
 
     export_col.download_button("Export questions (CSV)", data=export, file_name=f"quiz-set-{quiz_set_id}.csv",
                                mime="text/csv", key="cur_export_set", on_click="ignore", icon=":material/download:")
@@ -438,7 +431,7 @@ def import_tab(catalog: Catalog, current_set: Any | None) -> None:
         add_to_set = st.checkbox(f"Also add them to {quiz_text.md_escape(current_set.title)}", key="cur_import_add")
     label = f"Import {len(result.valid)} item{'s' if len(result.valid) != 1 else ''}"
     if st.button(label, key="cur_import_button", type="primary", disabled=not valid_only):
-        count = act(quiz_catalog.import_items, lambda n: f"Imported {n} item{'s' if n != 1 else ''}.",
+        count = act(curation.import_items, lambda n: f"Imported {n} item{'s' if n != 1 else ''}.",
                     importer_id=user.id, records=result.valid)
         if count and add_to_set and current_set is not None:
             add_items(current_set.id, [r.id for r in result.valid])
@@ -455,7 +448,7 @@ def analytics_tab(catalog: Catalog, current_set: Any | None) -> None:
         return
     quiz_set_id = current_set.id
     with Session(engine) as session:
-        report = quiz_reports.quiz_set_report(session=session, catalog=catalog, quiz_set=current_set)
+        report = curation.quiz_set_report(session=session, catalog=catalog, quiz_set=current_set)
     stats = report.analytics
     cols = st.columns(4)
     cols[0].metric("Attempts", stats.attempts)
@@ -483,7 +476,7 @@ def analytics_tab(catalog: Catalog, current_set: Any | None) -> None:
          for a in reversed(report.attempts)],
         hide_index=True, key="cur_attempts_table",
     )
-    st.download_button("Export results (CSV)", data=lambda: quiz_reports.results_csv(report),
+    st.download_button("Export results (CSV)", data=lambda: curation.results_csv(report),
                        file_name=f"quiz-set-{quiz_set_id}-results.csv", mime="text/csv", key="cur_export_results",
                        on_click="ignore", icon=":material/download:")
 
@@ -492,7 +485,7 @@ def analytics_tab(catalog: Catalog, current_set: Any | None) -> None:
 
 catalog = load_catalog()
 with Session(engine) as session:
-    sets = {qs.id: qs for qs in quiz_catalog.editable_quiz_sets(session=session, viewer=user)}
+    sets = {qs.id: qs for qs in curation.editable_quiz_sets(session=session, viewer=user)}
 if st.session_state.get("cur_set") not in (NEW_SET, *sets):
     st.session_state["cur_set"] = next(iter(sets), NEW_SET)  # the newest set, or a new one
 keep_filters()

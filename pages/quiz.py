@@ -5,8 +5,8 @@ or the "Due for review" quiz; answer, flag, move between questions; every answer
 is given, so a reload (or another device) continues the unfinished attempt. Exam mode counts down
 and submits by itself when the time is up, also when the page is opened again after the deadline.
 
-The logic is in ``storage.quiz_sitting`` (one attempt), ``storage.quiz_reports`` (history) and
-``core.quiz``; this page reads widgets, calls them and renders. Item text is shown with
+The logic is in ``services.quiz`` (a sitting, the review queue, the student's history); this page
+reads widgets, makes one call there per action and renders. Item text is shown with
 ``st.text`` or escaped Markdown, never as HTML.
 """
 
@@ -22,13 +22,12 @@ from sqlmodel import Session
 from app import auth, references, resources
 from core import charts, inference, quiz_text, retrieval
 from core.model import ModelError
-from core.quiz import NotEnoughItemsError, available_filters, remaining_s
+from core.quiz import available_filters, remaining_s
+from core.quiz_catalog import Catalog
 from core.records import Record
-from storage import attempts, quiz_catalog, quiz_reports, quiz_sitting, quizzes, rate_limit
-from storage.attempts import AttemptError
-from storage.errors import StorageError
-from storage.quiz_catalog import Catalog
-from storage.quiz_sitting import AdHocSpec, Sitting
+from services import StorageError, quiz
+from services.quiz import AdHocSpec, AttemptError, NotEnoughItemsError, Sitting
+from storage import rate_limit
 
 user = auth.require_role(*auth.EVERYONE)
 engine = resources.get_engine()
@@ -50,7 +49,7 @@ MODE_LABELS = {"tutor": "Tutor (feedback after each answer)", "exam": "Exam (tim
 
 def load_catalog() -> Catalog:
     with Session(engine) as session:
-        return quiz_catalog.load_catalog(session=session, bank=bank)
+        return quiz.load_catalog(session=session, bank=bank)
 
 
 def flash(kind: str, message: str) -> None:
@@ -64,9 +63,7 @@ def act(action: Callable[..., Any], *, what: str = "your answer", **kwargs: Any)
     choice or text, so they can simply try again.
     """
     try:
-        with Session(engine) as session:
-            return action(session=session, catalog=load_catalog(), user_id=user.id,
-                          now=quiz_sitting.current_time(), **kwargs)
+        return quiz.act(action, engine=engine, bank=bank, user_id=user.id, **kwargs)
     except StorageError as exc:
         flash("error", exc.user_message(what))
         return None
@@ -85,25 +82,16 @@ def open_attempt(attempt_id: int | None) -> None:
 # -- callbacks ---------------------------------------------------------------------------------------------------
 
 
-def start_quiz_set(quiz_set_id: int) -> None:
+def start(starter: Callable[..., int], **kwargs: Any) -> None:
+    """Start a sitting with one of ``services.quiz.start_*`` and open it; a refusal becomes a message."""
     try:
         with Session(engine) as session:
-            attempt_id = quiz_sitting.start_quiz_set(session=session, catalog=load_catalog(), user_id=user.id,
-                                                     quiz_set_id=quiz_set_id)
-        open_attempt(attempt_id)
-    except StorageError as exc:
-        flash("error", exc.user_message("the new quiz"))
-    except AttemptError as exc:
-        flash("error", str(exc))
-
-
-def start_ad_hoc(spec: AdHocSpec) -> None:
-    try:
-        with Session(engine) as session:
-            attempt_id = quiz_sitting.start_ad_hoc(session=session, catalog=load_catalog(), user_id=user.id, spec=spec)
+            attempt_id = starter(session=session, catalog=quiz.load_catalog(session=session, bank=bank),
+                                 user_id=user.id, **kwargs)
         open_attempt(attempt_id)
     except NotEnoughItemsError as exc:
-        st.session_state["quiz_retry"] = (spec, exc.available) if exc.available else None
+        spec = kwargs.get("spec")
+        st.session_state["quiz_retry"] = (spec, exc.available) if spec is not None and exc.available else None
         flash("warning", str(exc))
     except StorageError as exc:
         flash("error", exc.user_message("the new quiz"))
@@ -111,16 +99,16 @@ def start_ad_hoc(spec: AdHocSpec) -> None:
         flash("error", str(exc))
 
 
+def start_quiz_set(quiz_set_id: int) -> None:
+    start(quiz.start_quiz_set, quiz_set_id=quiz_set_id)
+
+
+def start_ad_hoc(spec: AdHocSpec) -> None:
+    start(quiz.start_ad_hoc, spec=spec)
+
+
 def start_review(n: int) -> None:
-    try:
-        with Session(engine) as session:
-            attempt_id = quiz_sitting.start_review(session=session, catalog=load_catalog(), user_id=user.id, n=n,
-                                                   now=quiz_sitting.current_time())
-        open_attempt(attempt_id)
-    except StorageError as exc:
-        flash("error", exc.user_message("the new quiz"))
-    except AttemptError as exc:
-        flash("error", str(exc))
+    start(quiz.start_review, n=n, now=quiz.current_time())
 
 
 def go_to(index: int) -> None:
@@ -132,15 +120,15 @@ def submit_choice(attempt_id: int, position: int, widget_key: str) -> None:
     if choice is None:
         flash("warning", "Choose an option first.")
         return
-    act(quiz_sitting.choose, attempt_id=attempt_id, position=position, choice=choice)
+    act(quiz.choose, attempt_id=attempt_id, position=position, choice=choice)
 
 
 def save_choice(attempt_id: int, position: int, widget_key: str) -> None:
-    act(quiz_sitting.choose, attempt_id=attempt_id, position=position, choice=st.session_state.get(widget_key))
+    act(quiz.choose, attempt_id=attempt_id, position=position, choice=st.session_state.get(widget_key))
 
 
 def save_text(attempt_id: int, position: int, widget_key: str) -> None:
-    act(quiz_sitting.save_text, attempt_id=attempt_id, position=position, text=st.session_state.get(widget_key, ""))
+    act(quiz.save_text, attempt_id=attempt_id, position=position, text=st.session_state.get(widget_key, ""))
 
 
 def save_text_on_change(attempt_id: int, position: int, widget_key: str) -> None:
@@ -150,16 +138,16 @@ def save_text_on_change(attempt_id: int, position: int, widget_key: str) -> None
 
 
 def save_grade(attempt_id: int, position: int, grade: str) -> None:
-    act(quiz_sitting.self_grade, what="your grade", attempt_id=attempt_id, position=position, grade=grade)
+    act(quiz.self_grade, what="your grade", attempt_id=attempt_id, position=position, grade=grade)
 
 
 def save_flag(attempt_id: int, position: int, widget_key: str) -> None:
-    act(quiz_sitting.set_flag, what="the flag", attempt_id=attempt_id, position=position, flagged=bool(st.session_state.get(widget_key)))
+    act(quiz.set_flag, what="the flag", attempt_id=attempt_id, position=position, flagged=bool(st.session_state.get(widget_key)))
 
 
 def submit_quiz(attempt_id: int) -> None:
     st.session_state["quiz_confirm_submit"] = False
-    phase = act(quiz_sitting.submit, what="your submission", attempt_id=attempt_id)
+    phase = act(quiz.submit, what="your submission", attempt_id=attempt_id)
     if phase == "grading":
         flash("info", "Answers submitted. Grade your written answers to see your results.")
 
@@ -303,7 +291,7 @@ def show_item(sitting: Sitting, index: int) -> None:
     item = sitting.items[index]
     record = item.record
     aid, pos = sitting.attempt_id, item.position
-    now = quiz_sitting.current_time()
+    now = quiz.current_time()
     locked = sitting.locked(index, now)
     item_header(record)
     if record.kind == "mcq":
@@ -353,7 +341,7 @@ def show_item(sitting: Sitting, index: int) -> None:
 @st.fragment(run_every=1)
 def countdown(started_at: Any, time_limit_s: int) -> None:
     """The exam clock; when it reaches zero the whole page reruns, which submits the exam."""
-    left = remaining_s(started_at, time_limit_s, quiz_sitting.current_time())
+    left = remaining_s(started_at, time_limit_s, quiz.current_time())
     if left is not None and left <= 0:
         st.rerun(scope="app")
     st.markdown(f":material/timer: **{quiz_text.format_duration(left)}** left")
@@ -484,27 +472,25 @@ def show_results(sitting: Sitting) -> None:
 
 def published_tab() -> None:
     with Session(engine) as session:
-        sets = quizzes.list_quiz_sets(session=session, published_only=True)
-        sizes = {qs.id: len(quizzes.quiz_set_item_ids(session=session, quiz_set_id=qs.id)) for qs in sets}
-        used = {qs.id: attempts.count_attempts(session=session, user_id=user.id, quiz_set_id=qs.id) for qs in sets}
-    if not sets:
+        published = quiz.published_quizzes(session=session, user_id=user.id)
+    if not published:
         st.info("No quizzes are published yet. Build your own in the next tab.")
         return
-    for qs in sets:
+    for entry in published:
+        qs = entry.quiz_set
         with st.container(border=True):
             st.markdown(f"**{quiz_text.md_escape(qs.title)}**")
             if qs.description:
                 st.text(qs.description)
-            facts = [f"{sizes[qs.id]} questions", f"{qs.mode} mode"]
+            facts = [f"{entry.n_items} questions", f"{qs.mode} mode"]
             if qs.mode == "exam" and qs.time_limit_s:
                 facts.append(f"time limit {quiz_text.format_duration(qs.time_limit_s)}")
             if qs.passing_score is not None:
                 facts.append(f"pass mark {100 * qs.passing_score:.0f}%")
-            facts.append(f"attempts: {used[qs.id]}" + (f" of {qs.attempts_allowed}" if qs.attempts_allowed else ""))
+            facts.append(f"attempts: {entry.attempts_used}" + (f" of {qs.attempts_allowed}" if qs.attempts_allowed else ""))
             st.caption(" · ".join(facts))
-            left = qs.attempts_allowed is None or used[qs.id] < qs.attempts_allowed
             st.button("Start", key=f"quiz_start_set_{qs.id}", on_click=start_quiz_set, args=(qs.id,),
-                      disabled=not left, type="primary")
+                      disabled=not entry.can_start, type="primary")
 
 
 def counts_help(counts: dict[str, int], label: Callable[[str], str] = str, limit: int = 25) -> str:
@@ -531,7 +517,7 @@ def ad_hoc_tab(catalog: Catalog) -> None:
         kinds = left.multiselect("Question types", list(options.kinds), key="quiz_kinds", placeholder="All types",
                                  format_func=quiz_text.kind_label,
                                  help=counts_help(options.kinds, quiz_text.kind_label))
-        n = right.number_input("Number of questions", min_value=1, max_value=quiz_sitting.MAX_QUESTIONS, value=10,
+        n = right.number_input("Number of questions", min_value=1, max_value=quiz.MAX_QUESTIONS, value=10,
                                step=1, key="quiz_n")
         pool = right.radio("Questions", list(POOL_LABELS), format_func=POOL_LABELS.get, key="quiz_pool")
         mode = right.radio("Mode", list(MODE_LABELS), format_func=MODE_LABELS.get, key="quiz_mode")
@@ -558,8 +544,7 @@ def ad_hoc_tab(catalog: Catalog) -> None:
 
 def review_tab(catalog: Catalog) -> None:
     with Session(engine) as session:
-        due = quiz_sitting.due_item_ids(session=session, catalog=catalog, user_id=user.id,
-                                        now=quiz_sitting.current_time())
+        due = quiz.due_item_ids(session=session, catalog=catalog, user_id=user.id, now=quiz.current_time())
     st.caption("Questions you missed or flagged come back here on a spaced-repetition schedule (FSRS).")
     if not due:
         st.info("Nothing is due for review right now.")
@@ -571,11 +556,11 @@ def review_tab(catalog: Catalog) -> None:
 
 def results_tab() -> None:
     with Session(engine) as session:
-        rows = quiz_reports.student_history(session=session, user_id=user.id)
+        rows = quiz.student_history(session=session, user_id=user.id)
     if not rows:
         st.info("Your finished quizzes will appear here.")
         return
-    st.plotly_chart(charts.score_trend_figure(quiz_reports.trend_points(rows)), key="quiz_trend")
+    st.plotly_chart(charts.score_trend_figure(quiz.trend_points(rows)), key="quiz_trend")
     st.dataframe(
         [{"Finished (UTC)": f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else "", "Quiz": r.title,
           "Mode": r.mode, "Score": f"{r.percent:.0f}%",
@@ -595,7 +580,7 @@ def results_tab() -> None:
 
 if st.session_state["quiz_attempt"] is None:
     with Session(engine) as session:
-        resumable = quiz_sitting.resume_id(session=session, user_id=user.id)
+        resumable = quiz.resume_id(session=session, user_id=user.id)
     if resumable is not None:
         open_attempt(resumable)
         st.session_state["quiz_resumed"] = True
@@ -604,15 +589,11 @@ catalog = load_catalog()
 sitting: Sitting | None = None
 if st.session_state["quiz_attempt"] is not None:
     with Session(engine) as session:
-        sitting = quiz_sitting.load_sitting(session=session, catalog=catalog,
-                                            attempt_id=st.session_state["quiz_attempt"], user_id=user.id)
-        now = quiz_sitting.current_time()
-        if sitting is not None and sitting.due_for_auto_submit(now):  # also right after a reload past the deadline
-            quiz_sitting.enforce_deadline(session=session, catalog=catalog, attempt_id=sitting.attempt_id,
-                                          user_id=user.id, now=now)
-            flash("warning", "Time is up: your exam was submitted automatically.")
-            sitting = quiz_sitting.load_sitting(session=session, catalog=catalog, attempt_id=sitting.attempt_id,
-                                                user_id=user.id)
+        sitting, timed_out = quiz.open_sitting(session=session, catalog=catalog,
+                                               attempt_id=st.session_state["quiz_attempt"], user_id=user.id,
+                                               now=quiz.current_time())
+    if timed_out:
+        flash("warning", "Time is up: your exam was submitted automatically.")
     if sitting is None or not sitting.items:
         open_attempt(None)
         sitting = None

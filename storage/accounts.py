@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, delete, func, select
+from sqlmodel import Session, col, delete, func, select
 
 from storage import login_throttle, passwords
 from storage.login_throttle import SignInThrottled  # noqa: F401  (re-exported: authenticate raises it)
@@ -75,6 +75,12 @@ def get_user_by_username(*, session: Session, username: str) -> User | None:
 
 def list_users(*, session: Session) -> list[User]:
     return list(session.exec(select(User).order_by(User.username)))
+
+
+def usernames(*, session: Session, user_ids: Iterable[int]) -> dict[int, str]:
+    """User id -> username for the given ids (unknown ids are left out)."""
+    ids = sorted(set(user_ids))
+    return {uid: name for uid, name in session.exec(select(User.id, User.username).where(col(User.id).in_(ids)))}
 
 
 def create_user(*, session: Session, username: str, password: str | None, role: str = "student") -> User:

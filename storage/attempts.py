@@ -179,6 +179,33 @@ def list_attempts(
     return list(session.exec(query.limit(limit) if limit else query))
 
 
+FINISHED_STATUSES: Final = ("submitted", "timed_out")
+
+
+def finished_attempts(*, session: Session, user_id: int, limit: int = 200) -> list[Attempt]:
+    """The user's finished attempts, newest finish first."""
+    query = (select(Attempt).where(Attempt.user_id == user_id, col(Attempt.status).in_(FINISHED_STATUSES))
+             .order_by(col(Attempt.finished_at).desc(), col(Attempt.id).desc()).limit(limit))
+    return list(session.exec(query))
+
+
+def quiz_set_attempts(*, session: Session, quiz_set_id: int) -> list[Attempt]:
+    """Every attempt at a quiz set (any status), oldest first."""
+    query = select(Attempt).where(Attempt.quiz_set_id == quiz_set_id).order_by(col(Attempt.started_at), col(Attempt.id))
+    return list(session.exec(query))
+
+
+def items_by_attempt(*, session: Session, attempt_ids: Sequence[int]) -> dict[int, list[AttemptItem]]:
+    """The answers of many attempts in one query: attempt id -> its items in position order."""
+    rows: dict[int, list[AttemptItem]] = {i: [] for i in attempt_ids}
+    if attempt_ids:
+        query = select(AttemptItem).where(col(AttemptItem.attempt_id).in_(list(attempt_ids))).order_by(
+            col(AttemptItem.attempt_id), col(AttemptItem.position))
+        for row in session.exec(query):
+            rows[row.attempt_id].append(row)
+    return rows
+
+
 def count_attempts(*, session: Session, user_id: int, quiz_set_id: int) -> int:
     query = select(func.count()).select_from(Attempt).where(Attempt.user_id == user_id, Attempt.quiz_set_id == quiz_set_id)
     return session.exec(query).one()

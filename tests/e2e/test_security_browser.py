@@ -25,7 +25,8 @@ from sqlmodel import Session
 
 from core.quiz_bank import Bank
 from core.quiz_import import parse_import
-from storage import accounts, history, quiz_catalog, quizzes
+from services import curation, quiz
+from storage import accounts, history, quizzes
 from storage.engine import open_database
 from tests.e2e.server import (
     ARTIFACTS, CHROMIUM, chromium_page, create_first_admin, field, nav_titles, sign_in, streamlit_server,
@@ -178,8 +179,8 @@ def _hostile_content(work: Path) -> tuple[str, str]:
             teacher = accounts.create_user(session=session, username=TEACHER[0], password=TEACHER[1],
                                            role="instructor")
             student = accounts.create_user(session=session, username=STUDENT[0], password=STUDENT[1])
-            catalog = quiz_catalog.load_catalog(session=session, bank=Bank.from_records(BANK))
-            quiz_catalog.save_edit(
+            catalog = quiz.load_catalog(session=session, bank=Bank.from_records(BANK))
+            curation.save_edit(
                 session=session, catalog=catalog, item_id="medqa:q1", editor_id=teacher.id,
                 question=f"Edited question {text}",
                 options={"A": f"Edited {SCRIPT}", "B": IMG, "C": LINK, "D": "Hemolysis"},
@@ -194,7 +195,7 @@ def _hostile_content(work: Path) -> tuple[str, str]:
             csv_text = buffer.getvalue()
             parsed = parse_import(csv_text.encode(), "hostile.csv", existing_ids=[r.id for r in BANK])
             assert not parsed.errors and len(parsed.valid) == 1, parsed.errors
-            quiz_catalog.import_items(session=session, importer_id=teacher.id, records=parsed.valid)
+            curation.import_items(session=session, importer_id=teacher.id, records=parsed.valid)
             imported_id = parsed.valid[0].id
             quiz_set = quizzes.create_quiz_set(session=session, owner_id=teacher.id, title=f"Hostile set {SCRIPT}")
             quizzes.set_quiz_set_items(session=session, quiz_set_id=quiz_set.id, item_ids=["medqa:q1", imported_id])

@@ -85,12 +85,12 @@ def test_quiz_answer_on_a_read_only_database(engine, monkeypatch):
 
 
 def test_quiz_answer_while_another_writer_holds_the_lock(engine, monkeypatch):
-    from storage import quiz_sitting
+    from services import quiz as quiz_service
 
     at, attempt_id = started_quiz(engine)
     first = shown(at)
     holder = sqlite3.connect(sqlite_path(engine), isolation_level=None, check_same_thread=False)
-    real_choose = quiz_sitting.choose
+    real_choose = quiz_service.choose
 
     def choose_under_a_held_lock(**kwargs):
         holder.execute("BEGIN IMMEDIATE")  # another program starts writing just before our save
@@ -99,7 +99,7 @@ def test_quiz_answer_while_another_writer_holds_the_lock(engine, monkeypatch):
         finally:
             holder.execute("ROLLBACK")
 
-    monkeypatch.setattr(quiz_sitting, "choose", choose_under_a_held_lock)
+    monkeypatch.setattr(quiz_service, "choose", choose_under_a_held_lock)
     by_prefix(at.radio, "quiz_choice_").set_value(first.correct)
     at.run()
     by_prefix(at.button, "quiz_submit_answer_").click().run()
@@ -108,7 +108,7 @@ def test_quiz_answer_while_another_writer_holds_the_lock(engine, monkeypatch):
     assert by_prefix(at.radio, "quiz_choice_").value == first.correct
     assert chosen(engine, attempt_id) == [None, None]
 
-    monkeypatch.setattr(quiz_sitting, "choose", real_choose)  # the other writer is done: try again
+    monkeypatch.setattr(quiz_service, "choose", real_choose)  # the other writer is done: try again
     by_prefix(at.button, "quiz_submit_answer_").click().run()
     assert chosen(engine, attempt_id) == [first.correct, None]
     holder.close()

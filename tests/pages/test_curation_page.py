@@ -13,7 +13,8 @@ from sqlmodel import Session
 from streamlit.testing.v1 import AppTest
 
 from app import resources
-from storage import quiz_catalog, quizzes
+from services import curation, quiz
+from storage import quizzes
 from storage.models import User
 from tests.pages.auth_harness import add_user, allows_html, app_as
 from tests.pages.quiz_harness import BANK, quiz_environment, texts
@@ -163,7 +164,7 @@ def test_edit_keeps_the_original_and_renders_script_as_text(engine: Engine, teac
     assert at.dataframe[0].value.set_index("Id").loc["medqa:q1", "Status"] == "edited"
 
     with Session(engine) as session:
-        catalog = quiz_catalog.load_catalog(session=session, bank=resources.get_bank())
+        catalog = quiz.load_catalog(session=session, bank=resources.get_bank())
     assert catalog.item("medqa:q1").question == "<script>alert(1)</script> Which anemia?"
     assert catalog.item("medqa:q1").options["B"] == "**Vitamin B12** deficiency"
     assert catalog.original("medqa:q1").question == original.question
@@ -264,6 +265,6 @@ def test_instructors_see_only_their_own_sets(engine: Engine, teacher: User) -> N
     admin = app_as(add_user(engine, "root", "admin"), PAGE).run()
     assert len(admin.selectbox(key="cur_set").options) == 3
     with Session(engine) as session, pytest.raises(quizzes.QuizError):
-        quiz_catalog.add_to_quiz_set(session=session, catalog=quiz_catalog.load_catalog(
+        curation.add_to_quiz_set(session=session, catalog=quiz.load_catalog(
             session=session, bank=resources.get_bank()), viewer=other,
             quiz_set_id=mine, item_ids=["medqa:q1"])

@@ -16,7 +16,8 @@ from streamlit.testing.v1 import AppTest
 from core import inference, prompts
 from core.metrics import rouge_l
 from core.records import Record
-from storage import attempts, quiz_sitting, quizzes, reviews
+from services import quiz as quiz_service
+from storage import attempts, quizzes, reviews
 from storage.models import Attempt, GenerationEvent, User
 from tests.pages.auth_harness import add_user, allows_html, app_as, app_environment
 from tests.pages.quiz_harness import BANK, quiz_environment, texts
@@ -168,7 +169,7 @@ def test_exam_mode_hides_feedback_and_submits_at_time_out(engine: Engine, studen
     assert [r.chosen for r in rows if r.item_id == first.id] == [first.correct]
 
     later = datetime.now(UTC) + timedelta(minutes=2)
-    monkeypatch.setattr(quiz_sitting, "current_time", lambda: later)
+    monkeypatch.setattr(quiz_service, "current_time", lambda: later)
     at.run()
     assert not at.exception
     assert any("Time ran out" in w.value for w in at.warning)
@@ -187,7 +188,7 @@ def test_exam_reopened_after_the_deadline_is_submitted_on_load(engine: Engine, s
     answer(at, shown(at).correct)
 
     later = datetime.now(UTC) + timedelta(hours=1)
-    monkeypatch.setattr(quiz_sitting, "current_time", lambda: later)
+    monkeypatch.setattr(quiz_service, "current_time", lambda: later)
     reloaded = app_as(student, PAGE).run()  # a new browser session: nothing in session state
     assert not reloaded.exception
     assert any("Time is up" in w.value for w in reloaded.warning)
@@ -228,7 +229,7 @@ def test_flag_move_and_review_feed_the_review_queue(engine: Engine, student: Use
     assert set(cards) == {order[0].id, order[1].id}  # missed + flagged; the plain right answer stays out
     assert all(c.due > datetime.now(UTC) for c in cards.values())
 
-    monkeypatch.setattr(quiz_sitting, "current_time", lambda: datetime.now(UTC) + timedelta(days=60))
+    monkeypatch.setattr(quiz_service, "current_time", lambda: datetime.now(UTC) + timedelta(days=60))
     at.button(key="quiz_back").click().run()
     assert [b for b in at.button if b.key == "quiz_adhoc_start"]  # back on the tab the quiz started from
     open_tab(at, "Due for review")

@@ -15,11 +15,12 @@ import pytest
 from sqlmodel import Session, select
 
 from core.quiz_bank import Bank
-from storage import attempts, history, quiz_catalog, quiz_sitting, quizzes
+from services import quiz
+from storage import attempts, history, quizzes
 from storage.attempts import AttemptError
 from storage.history import HistoryEntry, HistoryError
 from storage.models import Attempt, AttemptItem, CaseRun
-from storage.quiz_sitting import AdHocSpec
+from services.quiz import AdHocSpec
 from tests.pages.quiz_harness import BANK
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ BANK_INDEX = Bank.from_records(BANK)
 
 
 def _catalog(session: Session):
-    return quiz_catalog.load_catalog(session=session, bank=BANK_INDEX)
+    return quiz.load_catalog(session=session, bank=BANK_INDEX)
 
 
 def _snapshot(session: Session) -> tuple:
@@ -47,16 +48,16 @@ def world(session: Session, make_user):
     run = history.save_case_run(session=session, user_id=alice.id, case_text="Alice's private case", reasoning="r",
                                 answer="a", base_model="m", adapter="")
     catalog = _catalog(session)
-    open_attempt = quiz_sitting.start_ad_hoc(session=session, catalog=catalog, user_id=alice.id,
+    open_attempt = quiz.start_ad_hoc(session=session, catalog=catalog, user_id=alice.id,
                                              spec=AdHocSpec(n=2, sources=["medqa"], seed=3))
-    first = quiz_sitting.load_sitting(session=session, catalog=catalog, attempt_id=open_attempt,
+    first = quiz.load_sitting(session=session, catalog=catalog, attempt_id=open_attempt,
                                       user_id=alice.id).items[0]
-    quiz_sitting.choose(session=session, catalog=catalog, attempt_id=open_attempt, user_id=alice.id,
+    quiz.choose(session=session, catalog=catalog, attempt_id=open_attempt, user_id=alice.id,
                         position=first.position, choice=first.record.correct, now=datetime.now(UTC))
     qs = quizzes.create_quiz_set(session=session, owner_id=tess.id, title="Tess's set")
     quizzes.set_quiz_set_items(session=session, quiz_set_id=qs.id, item_ids=["medqa:q1", "medqa:q2"])
     quizzes.set_published(session=session, quiz_set_id=qs.id, published=True)
-    set_attempt = quiz_sitting.start_quiz_set(session=session, catalog=catalog, user_id=alice.id, quiz_set_id=qs.id)
+    set_attempt = quiz.start_quiz_set(session=session, catalog=catalog, user_id=alice.id, quiz_set_id=qs.id)
     history.save_case_run(session=session, user_id=bob.id, case_text="Bob's case", reasoning="", answer="",
                           base_model="m", adapter="")
     return dict(alice=alice, bob=bob, tess=tess, otto=other_teacher, run=run.id, open_attempt=open_attempt,
@@ -117,17 +118,17 @@ def test_another_user_cannot_answer_flag_grade_or_submit_an_attempt(session: Ses
     for intruder in (bob, tess):
         common = dict(session=session, catalog=catalog, attempt_id=world["open_attempt"], user_id=intruder.id,
                       position=world["position"], now=now)
-        assert quiz_sitting.load_sitting(session=session, catalog=catalog, attempt_id=world["open_attempt"],
+        assert quiz.load_sitting(session=session, catalog=catalog, attempt_id=world["open_attempt"],
                                          user_id=intruder.id) is None
-        for action, extra in [(quiz_sitting.choose, {"choice": "A"}), (quiz_sitting.set_flag, {"flagged": True}),
-                              (quiz_sitting.save_text, {"text": "mine now"}),
-                              (quiz_sitting.self_grade, {"grade": "correct"})]:
+        for action, extra in [(quiz.choose, {"choice": "A"}), (quiz.set_flag, {"flagged": True}),
+                              (quiz.save_text, {"text": "mine now"}),
+                              (quiz.self_grade, {"grade": "correct"})]:
             with pytest.raises(AttemptError, match="does not exist or is not yours"):
                 action(**common, **extra)
         with pytest.raises(AttemptError, match="does not exist or is not yours"):
-            quiz_sitting.submit(session=session, catalog=catalog, attempt_id=world["open_attempt"],
+            quiz.submit(session=session, catalog=catalog, attempt_id=world["open_attempt"],
                                 user_id=intruder.id, now=now)
-        assert quiz_sitting.enforce_deadline(session=session, catalog=catalog, attempt_id=world["open_attempt"],
+        assert quiz.enforce_deadline(session=session, catalog=catalog, attempt_id=world["open_attempt"],
                                              user_id=intruder.id, now=now) is False
         with pytest.raises(AttemptError, match="does not exist or is not yours"):
             attempts.record_answer(session=session, attempt_id=world["open_attempt"], user_id=intruder.id,
@@ -135,7 +136,7 @@ def test_another_user_cannot_answer_flag_grade_or_submit_an_attempt(session: Ses
         with pytest.raises(AttemptError, match="does not exist or is not yours"):
             attempts.finish_attempt(session=session, attempt_id=world["open_attempt"], user_id=intruder.id)
     assert _snapshot(session) == before
-    assert quiz_sitting.resume_id(session=session, user_id=bob.id) is None  # Alice's attempt is never offered to Bob
+    assert quiz.resume_id(session=session, user_id=bob.id) is None  # Alice's attempt is never offered to Bob
 
 
 UNCHECKED = {"delete_case_run", "delete_attempt", "get_case_run", "get_attempt", "record_answer", "finish_attempt",

@@ -16,11 +16,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
 from app import jobs
-from storage import accounts, attempts, history, quiz_catalog, quiz_reports, quizzes, training
+from services import curation, quiz
+from storage import accounts, attempts, history, quizzes, training
 from storage.models import QuizSet, TrainingRun, User
 from tests.pages.auth_harness import add_user, app_as, app_environment, rendered_text
 
-WATCHED = (accounts, attempts, history, quiz_catalog, quiz_reports, quizzes, training, jobs)
+WATCHED = (accounts, attempts, history, quizzes, training, quiz, curation, jobs)
 AUTH_NEEDS = {("storage.accounts", "get_user"), ("storage.accounts", "user_for_oidc")}
 """What ``auth.require_role`` itself reads to find out who is signed in."""
 

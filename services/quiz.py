@@ -1,41 +1,46 @@
-"""One student's sitting of a quiz, from start to results: the glue between ``core.quiz`` and the attempt tables.
+"""Taking a quiz, from start to results: one student's sitting, their results history and review queue.
 
 A sitting is an :class:`~storage.models.Attempt` with its questions. This module starts one (from a
 published quiz set, an ad-hoc selection, or the FSRS review queue), reads it back as a
-:class:`Sitting` (items resolved through the catalog, answers as ``core.quiz.Answer``), saves every
-answer the moment it is given, enforces exam time, and finishes it: score, status, and the
-spaced-repetition cards of missed and flagged items.
+:class:`Sitting` (items resolved through the :class:`~core.quiz_catalog.Catalog`, answers as
+``core.quiz.Answer``), saves every answer the moment it is given, enforces exam time, and finishes
+it: score, status, and the spaced-repetition cards of missed and flagged items.
 
 Phases: ``answering`` -> (``grading``) -> ``finished``. When a sitting is submitted (or its exam
 time runs out) with open-ended answers the student has not self-graded yet, answers close but the
 attempt stays open for grading: the reference answers are shown and the student grades each one,
 then the sitting finishes. Without such answers it finishes at once.
 
-Times: functions take ``now`` explicitly; pages pass :func:`current_time` (tests replace it).
+Times: functions take ``now`` explicitly; :func:`act` passes :func:`current_time` (tests replace it).
 Passing scores are stored as fractions (``QuizSet.passing_score``, 0..1) and handed to
-``core.quiz`` as percentages.
+``core.quiz`` as percentages. Functions take a keyword-only ``session``; :func:`act` and the
+``start_*`` page entry points open one themselves.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from core import quiz as quiz_core
 from core import review
+from core.charts import TrendPoint
 from core.metrics import rouge_l
 from core.quiz import Answer, AttemptResult, NotEnoughItemsError
+from core.quiz_bank import Bank
+from core.quiz_catalog import Catalog, EditInfo, edit_fields
 from core.records import Record
 from storage import attempts, quizzes, reviews
 from storage.attempts import AttemptError
 from storage.models import Attempt, AttemptItem, QuizSet
-from storage.quiz_catalog import Catalog
 
 Phase = Literal["answering", "grading", "finished"]
 Pool = Literal["all", "unseen", "missed"]
@@ -45,16 +50,38 @@ AD_HOC_TITLE = "Ad-hoc quiz"
 REVIEW_TITLE = "Due for review"
 MAX_QUESTIONS = 200
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "AdHocSpec", "AttemptError", "NotEnoughItemsError", "Sitting", "SittingItem", "choose", "current_time",
     "enforce_deadline", "load_sitting", "resume_id", "save_text", "self_grade", "set_flag", "start_ad_hoc",
-    "start_quiz_set", "start_review", "submit",
+    "start_quiz_set", "start_review", "submit", "load_catalog", "student_history", "trend_points", "HistoryRow",
+    "PublishedQuiz", "published_quizzes", "open_sitting", "act",
 ]
 
 
 def current_time() -> datetime:
     """The clock every sitting decision uses (tests monkeypatch this one function)."""
     return datetime.now(UTC)
+
+
+# -- the catalog ------------------------------------------------------------------------------------------------
+
+
+def load_catalog(*, session: Session, bank: Bank) -> Catalog:
+    """The catalog over ``bank``: imported items and the newest edit of every item, read now."""
+    imported: dict[str, Record] = {}
+    for row in quizzes.list_imported_items(session=session):
+        try:
+            imported[row.item_id] = Record.from_dict({**row.record, "id": row.item_id})
+        except TypeError as exc:  # a row written by a future version with a different shape
+            log.warning("skipping imported item %s: %s", row.item_id, exc)
+    edits = {
+        item_id: EditInfo(fields=edit_fields(row), retired=row.retired, editor_id=row.editor_id,
+                          edited_at=row.created_at)
+        for item_id, row in quizzes.latest_overrides(session=session).items()
+    }
+    return Catalog(bank=bank, imported=imported, edits=edits)
 
 
 # -- reading a sitting -------------------------------------------------------------------------------------------
@@ -486,3 +513,96 @@ def update_review_cards(*, session: Session, user_id: int, result: AttemptResult
     for item_id, (card_json, due) in updates.items():
         reviews.save_review_card(session=session, user_id=user_id, item_id=item_id, card=json.loads(card_json), due=due)
     return len(updates)
+
+
+# -- a student's own history -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One finished attempt in the student's list."""
+
+    attempt_id: int
+    title: str
+    mode: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    percent: float
+    passed: bool | None
+
+
+def student_history(*, session: Session, user_id: int, limit: int = 200) -> list[HistoryRow]:
+    """The user's finished attempts, newest first (the stored score; no bank needed)."""
+    out = []
+    for attempt in attempts.finished_attempts(session=session, user_id=user_id, limit=limit):
+        assert attempt.id is not None
+        config = attempt.config or {}
+        percent = 100.0 * (attempt.score or 0.0)
+        passing = config.get("passing_score")
+        out.append(HistoryRow(
+            attempt_id=attempt.id, title=str(config.get("title") or "Quiz"), mode=attempt.mode, status=attempt.status,
+            started_at=attempt.started_at, finished_at=attempt.finished_at, percent=percent,
+            passed=None if passing is None else percent >= 100.0 * float(passing) - 1e-9,
+        ))
+    return out
+
+
+def trend_points(rows: Sequence[HistoryRow]) -> list[TrendPoint]:
+    """The history as points of the score-trend chart."""
+    return [TrendPoint(finished_at=r.finished_at, percent=r.percent, label=r.title) for r in rows if r.finished_at]
+
+
+# -- what the quiz page opens with ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishedQuiz:
+    """A published quiz set as a student sees it in the list."""
+
+    quiz_set: QuizSet
+    n_items: int
+    attempts_used: int
+
+    @property
+    def can_start(self) -> bool:
+        allowed = self.quiz_set.attempts_allowed
+        return allowed is None or self.attempts_used < allowed
+
+
+def published_quizzes(*, session: Session, user_id: int) -> list[PublishedQuiz]:
+    """Every published quiz set with its size and how many of its attempts the user has used."""
+    out = []
+    for qs in quizzes.list_quiz_sets(session=session, published_only=True):
+        assert qs.id is not None
+        out.append(PublishedQuiz(
+            quiz_set=qs, n_items=len(quizzes.quiz_set_item_ids(session=session, quiz_set_id=qs.id)),
+            attempts_used=attempts.count_attempts(session=session, user_id=user_id, quiz_set_id=qs.id),
+        ))
+    return out
+
+
+def open_sitting(*, session: Session, catalog: Catalog, attempt_id: int, user_id: int,
+                 now: datetime) -> tuple[Sitting | None, bool]:
+    """The sitting to show, after submitting an exam whose time ran out; and whether that just happened.
+
+    The deadline is enforced on every page run, so reopening the page after the deadline submits too.
+    """
+    sitting = load_sitting(session=session, catalog=catalog, attempt_id=attempt_id, user_id=user_id)
+    if sitting is None or not sitting.due_for_auto_submit(now):
+        return sitting, False
+    enforce_deadline(session=session, catalog=catalog, attempt_id=attempt_id, user_id=user_id, now=now)
+    return load_sitting(session=session, catalog=catalog, attempt_id=attempt_id, user_id=user_id), True
+
+
+def act(action: Callable[..., Any], *, engine: Engine, bank: Bank, user_id: int, **kwargs: Any) -> Any:
+    """One answering action (:func:`choose`, :func:`save_text`, :func:`self_grade`, :func:`set_flag`,
+    :func:`submit`) against the catalog as it is now and :func:`current_time`.
+
+    The catalog is read in a session of its own, so the action's session starts with its write and a
+    lock held by another writer surfaces as a ``StorageError`` rather than mid-read.
+    """
+    with Session(engine) as session:
+        catalog = load_catalog(session=session, bank=bank)
+    with Session(engine) as session:
+        return action(session=session, catalog=catalog, user_id=user_id, now=current_time(), **kwargs)

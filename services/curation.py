@@ -1,143 +1,47 @@
-"""The question bank as students and instructors see it, and the instructors' changes to it.
+"""Curating the question bank and quiz sets: item edits and retirements, imports, quiz sets, analytics.
 
-A :class:`Catalog` is the read-only prepared bank (``core.quiz_bank.Bank``) plus the items
-instructors imported, with their edits applied and retired items marked. It is loaded per page run
-with :func:`load_catalog` (a few small queries; the bank itself is cached by the app) and never
-kept across runs, so every change shows up at once.
+Instructors change what students see without touching the prepared bank: an edit is an
+:class:`~storage.models.ItemOverride` row whose newest version is the item's whole state (edited
+fields and retirement), so :func:`save_edit` and :func:`set_retired` carry the other half over and
+store only fields that differ from the original. Quiz sets change through the functions here,
+which check who may change the set (admins every set, instructors their own). The analytics of a
+set recompute every finished attempt's score from its stored answers with ``core.quiz``.
 
-Edits are :class:`~storage.models.ItemOverride` rows; the newest row per item is the item's whole
-current state (edited fields and retirement), so :func:`save_edit` and :func:`set_retired` carry
-the other half over. A row stores only the fields that differ from the original, and the original
-is always kept (``Catalog.original``). Quiz sets are edited through :func:`add_to_quiz_set`,
-:func:`remove_from_quiz_set` and :func:`move_in_quiz_set`, which check who may change the set.
+Functions take a keyword-only ``session`` (one unit of work each, as the page opens it).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
 
-from core.quiz import OverrideError, apply_override, validate_override
-from core.quiz_bank import Bank
+from core import quiz as quiz_core
+from core.quiz import AttemptResult, OverrideError, QuizAnalytics, apply_override, validate_override
+from core.quiz_catalog import Catalog, EditInfo, edit_fields
+from core.quiz_import import quiz_set_to_csv, results_to_csv
+from core.quiz_text import preview
 from core.records import Record
-from storage import quizzes
-from storage.models import ItemOverride, QuizSet
+from storage import accounts, attempts, quizzes
 from storage.history import Viewer
+from storage.models import ItemOverride, QuizSet
 from storage.quizzes import QuizError
+from services.quiz import load_catalog, sitting_from_rows
+
+__all__ = [
+    "AddResult", "Catalog", "OverrideError", "QuizError", "QuizSetReport", "add_to_quiz_set", "create_quiz_set",
+    "edit_history", "editable_quiz_set", "editable_quiz_sets", "import_items", "load_catalog", "move_in_quiz_set",
+    "quiz_set_csv", "quiz_set_item_ids", "quiz_set_report", "remove_from_quiz_set", "results_csv", "save_edit",
+    "set_published", "set_retired", "update_quiz_set",
+]
 
 log = logging.getLogger(__name__)
 
-EDITABLE_FIELDS = ("question", "options", "explanation")
-"""What an instructor can change on an item (core.quiz also allows ``correct``; our table has no column for it)."""
-
-
-@dataclass(frozen=True)
-class EditInfo:
-    """The current instructor edit of an item."""
-
-    fields: Mapping[str, Any]
-    """Edited field -> new value (only fields that differ from the original)."""
-    retired: bool
-    editor_id: int
-    edited_at: datetime
-
-
-def _edit_fields(row: ItemOverride) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in EDITABLE_FIELDS if getattr(row, name) is not None}
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """Bank + imported items, with instructors' edits and retirements."""
-
-    bank: Bank
-    imported: Mapping[str, Record]
-    edits: Mapping[str, EditInfo]
-
-    # -- looking items up ------------------------------------------------------------------------
-
-    def original(self, item_id: str) -> Record | None:
-        """The item as it came from the bank or the import, without edits."""
-        return self.bank.get(item_id) or self.imported.get(item_id)
-
-    def item(self, item_id: str) -> Record | None:
-        """The item as students see it (edits applied), retired or not; None when it does not exist.
-
-        An edit that no longer fits the original (the bank was re-prepared with other options) is
-        ignored and logged rather than breaking every quiz that uses the item.
-        """
-        original = self.original(item_id)
-        if original is None:
-            return None
-        info = self.edits.get(item_id)
-        if info is None or not info.fields:
-            return original
-        try:
-            return apply_override(original, info.fields)
-        except OverrideError as exc:
-            log.warning("ignoring the edit of %s: %s", item_id, exc)
-            return original
-
-    def is_retired(self, item_id: str) -> bool:
-        info = self.edits.get(item_id)
-        return bool(info and info.retired)
-
-    def is_edited(self, item_id: str) -> bool:
-        info = self.edits.get(item_id)
-        return bool(info and info.fields)
-
-    def is_imported(self, item_id: str) -> bool:
-        return item_id in self.imported and item_id not in self.bank.by_id
-
-    @property
-    def retired_ids(self) -> frozenset[str]:
-        return frozenset(item_id for item_id, info in self.edits.items() if info.retired)
-
-    def all_ids(self) -> set[str]:
-        """Every id in the bank or imported (retired ones included): what a new import must not repeat."""
-        return set(self.bank.by_id) | set(self.imported)
-
-    def originals(self) -> Iterator[Record]:
-        """Bank items, then imported ones, unedited."""
-        yield from self.bank.records
-        for item_id, record in self.imported.items():
-            if item_id not in self.bank.by_id:
-                yield record
-
-    def items(self, *, include_retired: bool = False) -> list[Record]:
-        """Every item as students see it, bank order then imports; retired ones only when asked."""
-        out = []
-        for record in self.originals():
-            if not include_retired and self.is_retired(record.id):
-                continue
-            out.append(self.item(record.id) if record.id in self.edits else record)
-        return out
-
-    def haystack(self, record: Record) -> str:
-        """Search text of an item (precomputed for unedited bank items)."""
-        return self.bank.haystack(record)
-
-
-def load_catalog(*, session: Session, bank: Bank) -> Catalog:
-    """The catalog over ``bank``: imported items and the newest edit of every item, read now."""
-    imported: dict[str, Record] = {}
-    for row in quizzes.list_imported_items(session=session):
-        try:
-            imported[row.item_id] = Record.from_dict({**row.record, "id": row.item_id})
-        except TypeError as exc:  # a row written by a future version with a different shape
-            log.warning("skipping imported item %s: %s", row.item_id, exc)
-    edits = {
-        item_id: EditInfo(fields=_edit_fields(row), retired=row.retired, editor_id=row.editor_id,
-                          edited_at=row.created_at)
-        for item_id, row in quizzes.latest_overrides(session=session).items()
-    }
-    return Catalog(bank=bank, imported=imported, edits=edits)
-
+FINISHED = attempts.FINISHED_STATUSES
 
 # -- instructors' changes to items -------------------------------------------------------------------
 
@@ -207,7 +111,7 @@ def edit_history(*, session: Session, catalog: Catalog, item_id: str) -> list[tu
     out = []
     for row in quizzes.override_history(session=session, item_id=item_id):
         try:
-            version = apply_override(original, _edit_fields(row))
+            version = apply_override(original, edit_fields(row))
         except OverrideError:
             version = original
         out.append((row, version))
@@ -243,6 +147,28 @@ def editable_quiz_set(*, session: Session, viewer: Viewer, quiz_set_id: int) -> 
     if quiz_set is None or not can_edit_quiz_set(viewer, quiz_set):
         raise QuizError("This quiz set does not exist or you may not change it.")
     return quiz_set
+
+
+def create_quiz_set(*, session: Session, owner_id: int, title: str, **values: Any) -> QuizSet:
+    """A new, unpublished quiz set owned by ``owner_id`` (settings as in ``storage.quizzes.QUIZ_SET_FIELDS``)."""
+    return quizzes.create_quiz_set(session=session, owner_id=owner_id, title=title, **values)
+
+
+def quiz_set_item_ids(*, session: Session, quiz_set_id: int) -> list[str]:
+    """The set's item ids in quiz order."""
+    return quizzes.quiz_set_item_ids(session=session, quiz_set_id=quiz_set_id)
+
+
+def update_quiz_set(*, session: Session, viewer: Viewer, quiz_set_id: int, **values: Any) -> QuizSet:
+    """Change a set's settings (``storage.quizzes.QUIZ_SET_FIELDS``) if ``viewer`` may change the set."""
+    editable_quiz_set(session=session, viewer=viewer, quiz_set_id=quiz_set_id)
+    return quizzes.update_quiz_set(session=session, quiz_set_id=quiz_set_id, **values)
+
+
+def set_published(*, session: Session, viewer: Viewer, quiz_set_id: int, published: bool) -> QuizSet:
+    """Publish a set to students or take it back, if ``viewer`` may change the set."""
+    editable_quiz_set(session=session, viewer=viewer, quiz_set_id=quiz_set_id)
+    return quizzes.set_published(session=session, quiz_set_id=quiz_set_id, published=published)
 
 
 @dataclass(frozen=True)
@@ -303,3 +229,92 @@ def move_in_quiz_set(*, session: Session, viewer: Viewer, quiz_set_id: int, item
         return current
     current.insert(target, current.pop(index))
     return quizzes.set_quiz_set_items(session=session, quiz_set_id=quiz_set_id, item_ids=current)
+
+
+# -- an instructor's quiz-set analytics --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    attempt_id: int
+    username: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    result: AttemptResult
+
+
+@dataclass(frozen=True)
+class QuizSetReport:
+    """Everything the analytics tab shows for one quiz set."""
+
+    quiz_set_id: int
+    title: str
+    passing_percent: float | None
+    item_ids: list[str]
+    """Quiz-set order, then items that only past attempts contain."""
+    labels: dict[str, str]
+    """Item id -> short label (``Q3: stem…``)."""
+    analytics: QuizAnalytics
+    attempts: list[AttemptRow]
+    """Finished attempts, oldest first."""
+    in_progress: int
+
+
+def quiz_set_report(*, session: Session, catalog: Catalog, quiz_set: QuizSet) -> QuizSetReport:
+    """Analytics over every finished attempt at ``quiz_set`` (retakes included)."""
+    assert quiz_set.id is not None
+    all_attempts = attempts.quiz_set_attempts(session=session, quiz_set_id=quiz_set.id)
+    finished = [a for a in all_attempts if a.status in FINISHED]
+    names = accounts.usernames(session=session, user_ids=(a.user_id for a in finished))
+    passing = None if quiz_set.passing_score is None else 100.0 * quiz_set.passing_score
+    rows = []
+    items = attempts.items_by_attempt(session=session, attempt_ids=[a.id for a in finished if a.id is not None])
+    for attempt in finished:
+        assert attempt.id is not None
+        sitting = sitting_from_rows(attempt, items[attempt.id], catalog)
+        # The set's pass mark today, not the one copied into the attempt: analytics judge by the current rule.
+        result = quiz_core.score_attempt(
+            [i.record for i in sitting.items], [i.answer for i in sitting.items], started_at=sitting.started_at,
+            finished_at=sitting.finished_at, time_limit_s=sitting.time_limit_s if sitting.mode == "exam" else None,
+            passing_score=passing,
+        )
+        rows.append(AttemptRow(attempt_id=attempt.id, username=names.get(attempt.user_id, "?"), status=attempt.status,
+                               started_at=attempt.started_at, finished_at=attempt.finished_at, result=result))
+    item_ids = quizzes.quiz_set_item_ids(session=session, quiz_set_id=quiz_set.id)
+    item_ids += [i.item_id for row in rows for i in row.result.items if i.item_id not in item_ids]
+    item_ids = list(dict.fromkeys(item_ids))
+    labels = {}
+    for n, item_id in enumerate(item_ids, start=1):
+        record = catalog.item(item_id)
+        labels[item_id] = f"Q{n}: {preview(record.question, 40)}" if record else f"Q{n}: {item_id}"
+    analytics = quiz_core.quiz_analytics([r.result for r in rows], passing_score=passing, item_ids=item_ids)
+    return QuizSetReport(quiz_set_id=quiz_set.id, title=quiz_set.title, passing_percent=passing, item_ids=item_ids,
+                         labels=labels, analytics=analytics, attempts=rows,
+                         in_progress=sum(1 for a in all_attempts if a.status == "in_progress"))
+
+
+RESULT_COLUMNS = ("attempt", "user", "status", "started_at", "finished_at", "time_taken_s", "score_percent", "passed")
+
+
+def results_csv(report: QuizSetReport) -> str:
+    """One row per finished attempt, then one column per question (its score: 1, 0.5 or 0; empty if not asked)."""
+    question_columns = [f"Q{n} {item_id}" for n, item_id in enumerate(report.item_ids, start=1)]
+    rows: list[dict[str, Any]] = []
+    for row in report.attempts:
+        scores = {i.item_id: i.score for i in row.result.items}
+        data: dict[str, Any] = {
+            "attempt": row.attempt_id, "user": row.username, "status": row.status, "started_at": row.started_at,
+            "finished_at": row.finished_at, "time_taken_s": row.result.time_taken_s,
+            "score_percent": row.result.percent, "passed": row.result.passed,
+        }
+        for column, item_id in zip(question_columns, report.item_ids):
+            data[column] = scores.get(item_id)
+        rows.append(data)
+    return results_to_csv(rows, columns=[*RESULT_COLUMNS, *question_columns])
+
+
+def quiz_set_csv(*, session: Session, catalog: Catalog, quiz_set_id: int) -> str:
+    """The set's items (as students see them) in the import format."""
+    records = [catalog.item(i) for i in quizzes.quiz_set_item_ids(session=session, quiz_set_id=quiz_set_id)]
+    return quiz_set_to_csv(r for r in records if r is not None)
