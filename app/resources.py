@@ -16,13 +16,13 @@ import streamlit as st
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import jobs
 from core import data as data_lib
 from core import inference
 from core import model as model_lib
-from core import retrieval
+from core import retrieval, serving
 from core.quiz_bank import Bank
 from core.settings import Settings, load_settings
+from services import training as training_service
 from storage import training
 from storage.engine import open_database
 
@@ -67,7 +67,7 @@ def active_adapter_path() -> str:
 @st.cache_resource(show_spinner=False)
 def reconcile_jobs() -> int:
     """Once per server process: settle training runs whose process is gone (they become "interrupted")."""
-    return len(jobs.reconcile(get_engine(), get_settings()))
+    return len(training_service.reconcile(get_engine(), get_settings()))
 
 
 @dataclass
@@ -134,6 +134,43 @@ def get_served_model(
     inference.warm_up(mdl, tok)
     return ServedModel(mdl, tok, base, served_dir, card, dev, plan, adapter_problem=problem,
                        requested_adapter=adapter_dir.name if adapter_dir else None)
+
+
+def get_backend(_progress: Callable[[str], None] | None = None) -> serving.Backend:
+    """Whoever generates for the pages, serving the active adapter: the model in this process
+    (``serving_backend = "local"``) or the OpenAI-compatible server at ``serving_url`` (``"openai"``).
+
+    Raises ``core.model.ModelError`` when the local model cannot be loaded. A server that is down is
+    not an error here: the backend says so when asked (``describe``) and when it generates.
+    """
+    settings = get_settings()
+    adapter = active_adapter_path()
+    if settings.serving_backend == "openai":
+        return _openai_backend(settings.serving_url, settings.serving_model, adapter, settings.base_model,
+                               _progress=_progress)
+    served = get_served_model(settings.base_model, adapter, settings.device, _progress=_progress)
+    return serving.LocalBackend(
+        served, base_model=served.base.identity, adapter=served.adapter_name,
+        engine=f"{served.device}, {inference.describe_served(served.model, served.plan)}",
+        adapter_problem=served.adapter_problem, requested_adapter=served.requested_adapter,
+    )
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _openai_backend(
+    url: str, model: str, adapter: str, base_model: str, _progress: Callable[[str], None] | None = None
+) -> serving.OpenAIBackend:
+    """The client of the inference server; only the base model's tokenizer is loaded here, no weights."""
+    settings = replace(get_settings(), adapter=adapter)
+    base = get_base_model(base_model, str(settings.model_cache_dir), _progress=_progress)
+    return serving.OpenAIBackend(
+        url=url, tokenizer=model_lib.load_tokenizer(base), base_model=base.identity,
+        adapter_dir=model_lib.resolve_adapter(settings), model=model, api_key_env=settings.serving_api_key_env,
+        connect_timeout_s=settings.serving_connect_timeout_s,
+        first_token_timeout_s=settings.serving_first_token_timeout_s,
+        stall_timeout_s=settings.serving_stall_timeout_s,
+        manifest_path=settings.work_dir / "serving" / "server.json",
+    )
 
 
 def get_bank() -> Bank:

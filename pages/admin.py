@@ -1,8 +1,8 @@
 """Admin page: launch and watch fine-tuning runs, compare them, evaluate adapters and choose the one the app serves.
 
-Thin view: the form is built from ``trainer.config.TrainConfig`` and checked with the trainer's
-own validation; processes are started and read by ``trainer.launch`` through ``app.jobs`` (which
-also keeps the database in step); curves, progress and estimates come from ``core.runs``, figures
+Thin view: the form is built from ``trainer.config.TrainConfig`` and checked once by
+``services.training`` with the trainer's own validation; processes are started and read through
+``services.training`` (which also keeps the database in step); curves, progress and estimates come from ``core.runs``, figures
 from ``core.charts``, zips and merged exports from ``core.adapters``.
 """
 
@@ -15,15 +15,16 @@ from typing import Any
 
 import streamlit as st
 
-from app import auth, jobs, resources, saving
+from app import auth, resources, saving
 from core import adapters as adapter_lib
 from core import charts
 from core import runs as runs_lib
 from core.metrics import read_metrics
 from core.model import ModelError
 from core.settings import PROJECT_ROOT
+from services import training
+from services.training import DatasetPlan, Job, LaunchError
 from storage.models import TrainingRun
-from trainer import launch
 from trainer.config import (
     ConfigError,
     TrainConfig,
@@ -83,9 +84,7 @@ def show_flash() -> None:
 
 
 def _form_config() -> tuple[TrainConfig, list[str]]:
-    raw = {name: st.session_state[f"cfg_{name}"] for name in FORM_FIELDS}
-    cfg, problems = build_config(raw)  # then every check, like `python -m trainer` reports them
-    return cfg, problems + launch.run_problems(cfg)
+    return training.check_config({name: st.session_state[f"cfg_{name}"] for name in FORM_FIELDS})
 
 
 def _load_preset() -> None:
@@ -109,46 +108,44 @@ def _check() -> None:
 
 
 def _start() -> None:
-    cfg, problems = _form_config()
-    st.session_state["admin_problems"] = problems
-    if problems:
-        st.session_state["admin_checked"] = None
-        return
-    st.session_state["admin_checked"] = cfg.to_dict()
+    raw = {name: st.session_state[f"cfg_{name}"] for name in FORM_FIELDS}
+    st.session_state["admin_problems"] = []
+    st.session_state["admin_checked"] = build_config(raw)[0].to_dict()
     try:
-        run = jobs.launch_run(engine, settings, cfg, user_id=user.id)
+        run = training.launch_run(engine, settings, raw, user_id=user.id)
     except ConfigError as exc:
         st.session_state["admin_problems"] = exc.problems
+        st.session_state["admin_checked"] = None
         return
-    except launch.LaunchError as exc:
+    except LaunchError as exc:
         flash("error", str(exc))
         return
     st.session_state["admin_run_id"] = run.id
-    flash("success", f"Started training run {jobs.run_name(run)}.")
+    flash("success", f"Started training run {training.run_name(run)}.")
 
 
 def _control(action: str, run_id: int) -> None:
     try:
         if action == "stop":
-            jobs.stop_run(engine, run_id)
+            training.stop_run(engine, run_id)
             flash("info", "Stop requested: the trainer finishes its step, saves a checkpoint and the adapter, then exits.")
         elif action == "cancel":
-            jobs.cancel_run(engine, run_id)
+            training.cancel_run(engine, run_id)
             flash("warning", "Run cancelled: its processes were terminated.")
         elif action == "resume":
-            run = jobs.resume_run(engine, settings, run_id)
-            flash("success", f"Resumed run {jobs.run_name(run)} from its last checkpoint.")
+            run = training.resume_run(engine, settings, run_id)
+            flash("success", f"Resumed run {training.run_name(run)} from its last checkpoint.")
         elif action == "register":
-            record = jobs.register_run_adapter(engine, settings, run_id)
+            record = training.register_run_adapter(engine, settings, run_id)
             flash("success", f"Registered adapter {record.name}.")
-    except (jobs.JobError, launch.LaunchError, ModelError) as exc:
+    except (training.JobError, LaunchError, ModelError) as exc:
         flash("error", str(exc))
 
 
 def _activate(adapter_id: int | None) -> None:
     try:
-        record = jobs.activate(engine, settings, adapter_id)
-    except jobs.JobError as exc:
+        record = training.activate(engine, settings, adapter_id)
+    except training.JobError as exc:
         flash("error", str(exc))
         return
     flash("success", f"Now serving adapter {record.name}." if record else "Now serving the configured default.")
@@ -157,32 +154,32 @@ def _activate(adapter_id: int | None) -> None:
 def _evaluate(adapter_id: int) -> None:
     state = st.session_state
     try:
-        job = jobs.start_evaluation(engine, settings, adapter_id, limit=int(state["admin_eval_limit"]) or None,
+        job = training.start_evaluation(engine, settings, adapter_id, limit=int(state["admin_eval_limit"]) or None,
                                     max_new_tokens=int(state["admin_eval_tokens"]),
                                     mcq_per_source=int(state["admin_eval_mcq"]))
-    except (jobs.JobError, launch.LaunchError) as exc:
+    except (training.JobError, LaunchError) as exc:
         flash("error", str(exc))
         return
     flash("info", f"Evaluation of {job.label} started (pid {job.pid}).")
 
 
 @st.cache_data(show_spinner="Reading and tokenising the training data…", max_entries=8)
-def dataset_plan(config_json: str, train_mtime_ns: int) -> launch.DatasetPlan:
+def dataset_plan(config_json: str, train_mtime_ns: int) -> DatasetPlan:
     """Cached per config and training-file version (tokenising a few thousand examples takes seconds)."""
     cfg, _ = build_config(json.loads(config_json))
-    return launch.dataset_plan(cfg)
+    return training.dataset_plan(cfg)
 
 
 # -- live view -------------------------------------------------------------------------------------------
 
 
 def live_view(run_id: int, *, was_active: bool) -> None:
-    view = jobs.run_view(engine, settings, run_id)
+    view = training.run_view(engine, settings, run_id)
     if view.state.active != was_active:
         st.rerun()  # start or stop the timer of this fragment
     show_flash()  # what a button of this fragment just did (a fragment rerun skips the page's own flash)
     state, p = view.state, view.progress
-    st.subheader(f"Run {jobs.run_name(view.run)}")
+    st.subheader(f"Run {training.run_name(view.run)}")
     st.markdown(f"Status: **{state.state}**" + (f" — {state.reason}" if state.reason else ""))
     total = f" of {p.total_steps}" if p.total_steps else ""
     eta = f" · ETA {runs_lib.format_duration(p.eta_s)}" if state.active and p.eta_s is not None else ""
@@ -213,12 +210,12 @@ def live_view(run_id: int, *, was_active: bool) -> None:
         st.code(view.log_tail or "(no output yet)", language=None)
 
 
-def evaluation_watch(job: launch.Job) -> None:
+def evaluation_watch(job: Job) -> None:
     """The running evaluation's log tail; the whole page reruns when it ends (to show its report)."""
-    if launch.evaluation_state(Path(job.folder)).state != launch.RUNNING:
+    if not training.evaluation_running(job):
         st.rerun()
-    st.info(f"{launch.describe(job)} is running.")
-    st.code(launch.log_tail(Path(job.log), lines=12) or "(no output yet)", language=None)
+    st.info(f"{training.describe(job)} is running.")
+    st.code(training.log_tail(Path(job.log), lines=12) or "(no output yet)", language=None)
 
 
 # -- tabs ------------------------------------------------------------------------------------------------
@@ -230,7 +227,7 @@ def train_view(all_runs: list[TrainingRun]) -> None:
         run_ids[0] if run_ids else None)
     if shown_id is not None:
         shown = next(r for r in all_runs if r.id == shown_id)
-        active = shown.status in jobs.UNSETTLED
+        active = shown.status in training.UNSETTLED
         with st.container(border=True):
             st.fragment(live_view, run_every=LIVE_EVERY_S if active else None)(shown_id, was_active=active)
 
@@ -269,7 +266,7 @@ def train_view(all_runs: list[TrainingRun]) -> None:
         cfg, _ = build_config(st.session_state["admin_checked"])
         st.markdown("**Command** (the launcher saves this config as `config.yaml` in the run directory and runs "
                     "`python -m trainer --config <run dir>/config.yaml`):")
-        st.code(launch.cli_equivalent(cfg), language="bash", wrap_lines=True)
+        st.code(training.cli_equivalent(cfg), language="bash", wrap_lines=True)
         train_file = cfg.resolved_train_file()
         try:
             plan = dataset_plan(json.dumps(cfg.to_dict(), sort_keys=True), train_file.stat().st_mtime_ns)
@@ -277,7 +274,7 @@ def train_view(all_runs: list[TrainingRun]) -> None:
             st.error(f"Cannot read the training data: {exc}")
         else:
             stats = runs_lib.length_stats(plan.lengths, cfg.max_seq_len)
-            throughput = jobs.measured_throughput(engine, cfg.model_name)
+            throughput = training.measured_throughput(engine, cfg.model_name)
             seconds = runs_lib.estimate_seconds(plan.total_steps, tokens_per_step=plan.tokens_per_step,
                                                 tokens_per_s=throughput[0] if throughput else None)
             m = st.columns(4)
@@ -306,7 +303,7 @@ def runs_view(all_runs: list[TrainingRun]) -> None:
     if not all_runs:
         st.info("No training runs yet.")
     else:
-        names = {r.id: jobs.run_name(r) for r in all_runs}
+        names = {r.id: training.run_name(r) for r in all_runs}
         rows = []
         for r in all_runs:
             cfg_d, fm = r.config or {}, r.final_metrics or {}
@@ -327,7 +324,7 @@ def runs_view(all_runs: list[TrainingRun]) -> None:
                        on_click=lambda: st.session_state.update(admin_run_id=st.session_state["admin_pick_run"],
                                                                 admin_tab="Train"))
         picked_run = next(r for r in all_runs if r.id == picked)
-        registered = any(a.training_run_id == picked for a in jobs.list_adapters(engine))
+        registered = any(a.training_run_id == picked for a in training.list_adapters(engine))
         if picked_run.status in ("stopped", "cancelled", "interrupted", "completed") and not (
                 registered and picked_run.status == "completed") and adapter_lib.has_card(
                 Path(picked_run.run_dir) / "adapter"):
@@ -340,13 +337,13 @@ def runs_view(all_runs: list[TrainingRun]) -> None:
             st.plotly_chart(charts.loss_overlay_figure(curves), key="admin_overlay_chart")
 
 def adapters_view() -> None:
-    adapters = jobs.list_adapters(engine)
+    adapters = training.list_adapters(engine)
     serving = resources.active_adapter_path()
     st.caption(f"The case-study and quiz pages serve `{Path(serving).name}` on base `{settings.base_model}`.")
     if any(a.active for a in adapters):
         st.button("Serve the configured default instead", key="admin_deactivate", on_click=_activate, args=(None,))
-    running = launch.active_job(settings.runs_dir)
-    if running is not None and running.kind == launch.EVALUATE:
+    running = training.active_job(settings)
+    if running is not None and running.kind == training.EVALUATE:
         st.fragment(evaluation_watch, run_every=LIVE_EVERY_S)(running)
     with st.expander("Evaluation settings"):
         e = st.columns(3)
@@ -378,18 +375,18 @@ def adapters_view() -> None:
                 with st.spinner("Merging the adapter into a full-precision copy of the base model…"):
                     try:
                         base = resources.get_base_model(settings.base_model, str(settings.model_cache_dir))
-                        out = jobs.export_merged(settings, record, base)
-                    except (jobs.JobError, ModelError, OSError) as exc:
+                        out = training.export_merged(settings, record, base)
+                    except (training.JobError, ModelError, OSError) as exc:
                         st.error(saving.message_for(exc, "the merged model") or f"Export failed: {exc}")
                     else:
                         st.success(f"Merged model written to `{out}`.")
             metrics = card.get("metrics") or {}
             if metrics:
                 st.caption(" · ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
-            ev_state = launch.evaluation_state(jobs.eval_dir(settings, record))
-            if ev_state.state == launch.FAILED:
-                st.error(f"Last evaluation failed: {ev_state.reason}")
-            report = jobs.eval_report(settings, record)
+            failure = training.evaluation_failure(settings, record)
+            if failure is not None:
+                st.error(f"Last evaluation failed: {failure}")
+            report = training.eval_report(settings, record)
             with st.expander("Evaluation: base model vs adapter", expanded=False):
                 if report is None:
                     st.caption("Not evaluated yet.")
@@ -411,10 +408,10 @@ show_flash()
 train_tab, runs_tab, adapters_tab = st.tabs(["Train", "Runs", "Adapters"], key="admin_tab", on_change="rerun")
 if train_tab.open:
     with train_tab:
-        train_view(jobs.list_runs(engine))
+        train_view(training.list_runs(engine))
 if runs_tab.open:
     with runs_tab:
-        runs_view(jobs.settled_runs(engine, settings))
+        runs_view(training.settled_runs(engine, settings))
 if adapters_tab.open:
     with adapters_tab:
         adapters_view()

@@ -382,6 +382,14 @@ def prepare_run(cfg: TrainConfig) -> TrainConfig:
     problems = run_problems(cfg)
     if problems:
         raise ConfigError(problems)
+    return create_run_dir(cfg)
+
+
+def create_run_dir(cfg: TrainConfig) -> TrainConfig:
+    """Give a config that passed :func:`run_problems` absolute paths and a run directory; save it there.
+
+    Raises :class:`ConfigError` when the resolved run directory already holds a run.
+    """
     from trainer.train import finalize_config  # light: torch is imported inside the trainer's functions
 
     final = finalize_config(cfg)

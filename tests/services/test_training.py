@@ -1,4 +1,4 @@
-"""app.jobs: the launcher's processes and their database records kept in step (stub trainer, in-memory SQLite)."""
+"""services.training: the launcher's processes and their database records kept in step (stub trainer, in-memory SQLite)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from app import jobs
+from services import training as service
 from core.model import DEFAULT_ADAPTER_DIR
 from core.records import write_jsonl
 from core.settings import Settings
@@ -79,57 +79,57 @@ def db_run(engine, run_id: int):
 
 
 def settle(engine, settings, run_id: int):
-    return wait_for(lambda: (r := jobs.sync_run(engine, settings, run_id)).status not in jobs.UNSETTLED and r)
+    return wait_for(lambda: (r := service.sync_run(engine, settings, run_id)).status not in service.UNSETTLED and r)
 
 
 def test_launch_records_the_run_and_a_completed_run_registers_its_adapter(engine, settings):
     cfg = make_config(settings, "first")
-    run = jobs.launch_run(engine, settings, cfg, user_id=None, command=stub(cfg))
+    run = service.launch_run(engine, settings, cfg, user_id=None, command=stub(cfg))
     assert run.status == "running" and run.pid == launch.read_job(Path(cfg.output_dir)).pid
     assert run.run_dir == cfg.output_dir and run.config["max_steps"] == 12 and run.config["output_dir"] == cfg.output_dir
     done = settle(engine, settings, run.id)
     assert done.status == "completed" and done.finished_at is not None
     assert done.final_metrics["steps"] == 12 and done.final_metrics["train_loss"] == pytest.approx(2.0 / 12)
-    adapters = jobs.list_adapters(engine)
+    adapters = service.list_adapters(engine)
     registered = next(a for a in adapters if a.training_run_id == run.id)
-    assert registered.name == "first" and Path(registered.path) == jobs.registry_dir(settings) / "first"
+    assert registered.name == "first" and Path(registered.path) == service.registry_dir(settings) / "first"
     assert (Path(registered.path) / "adapter_card.json").is_file() and registered.base_model == "tiny-base"
-    assert jobs.sync_run(engine, settings, run.id).status == "completed"  # nothing changes the second time
-    assert len(jobs.list_adapters(engine)) == len(adapters)
+    assert service.sync_run(engine, settings, run.id).status == "completed"  # nothing changes the second time
+    assert len(service.list_adapters(engine)) == len(adapters)
 
 
 def test_a_second_launch_is_refused_before_anything_is_created(engine, settings, monkeypatch):
     monkeypatch.setenv("STUB_STEP_S", "0.2")
     first = make_config(settings, "busy-run", max_steps=500)
-    jobs.launch_run(engine, settings, first, user_id=None, command=stub(first))
+    service.launch_run(engine, settings, first, user_id=None, command=stub(first))
     second = make_config(settings, "second")
     with pytest.raises(launch.JobBusyError, match="'busy-run'"):
-        jobs.launch_run(engine, settings, second, user_id=None, command=stub(second))
-    assert not Path(second.output_dir).exists() and len(jobs.list_runs(engine)) == 1
+        service.launch_run(engine, settings, second, user_id=None, command=stub(second))
+    assert not Path(second.output_dir).exists() and len(service.list_runs(engine)) == 1
 
 
 def test_invalid_config_lists_every_problem(engine, settings):
     cfg = make_config(settings, "bad", lora_r=0, learning_rate=2.0)
     with pytest.raises(ConfigError) as err:
-        jobs.launch_run(engine, settings, cfg, user_id=None, command=stub(cfg))
+        service.launch_run(engine, settings, cfg, user_id=None, command=stub(cfg))
     assert [p.split(":")[0] for p in err.value.problems] == ["lora_r", "learning_rate"]
-    assert jobs.list_runs(engine) == []
+    assert service.list_runs(engine) == []
 
 
 def test_kill_9_becomes_interrupted_on_reconcile_and_resume_completes(engine, settings, monkeypatch):
     monkeypatch.setenv("STUB_STEP_S", "0.1")
     cfg = make_config(settings, "killed", max_steps=30)
-    run = jobs.launch_run(engine, settings, cfg, user_id=None, command=stub(cfg))
+    run = service.launch_run(engine, settings, cfg, user_id=None, command=stub(cfg))
     wait_for(lambda: launch.run_state(Path(cfg.output_dir)).checkpoint)
     os.kill(run.pid, signal.SIGKILL)
     wait_for(lambda: not launch.pid_alive(run.pid))
-    changed = jobs.reconcile(engine, settings)
+    changed = service.reconcile(engine, settings)
     assert [(r.id, r.status) for r in changed] == [(run.id, "interrupted")]
-    assert jobs.reconcile(engine, settings) == []
-    with pytest.raises(jobs.JobError, match="No training run"):
-        jobs.resume_run(engine, settings, run.id + 100)
+    assert service.reconcile(engine, settings) == []
+    with pytest.raises(service.JobError, match="No training run"):
+        service.resume_run(engine, settings, run.id + 100)
     monkeypatch.setenv("STUB_STEP_S", "0.01")
-    resumed = jobs.resume_run(engine, settings, run.id, command=stub(cfg, resume=True))
+    resumed = service.resume_run(engine, settings, run.id, command=stub(cfg, resume=True))
     assert resumed.status == "running" and resumed.pid != run.pid
     assert settle(engine, settings, run.id).status == "completed"
 
@@ -137,56 +137,56 @@ def test_kill_9_becomes_interrupted_on_reconcile_and_resume_completes(engine, se
 def test_stop_then_register_and_cancel(engine, settings, monkeypatch):
     monkeypatch.setenv("STUB_STEP_S", "0.1")
     cfg = make_config(settings, "stopped-run", max_steps=200)
-    run = jobs.launch_run(engine, settings, cfg, user_id=None, command=stub(cfg))
+    run = service.launch_run(engine, settings, cfg, user_id=None, command=stub(cfg))
     wait_for(lambda: launch.run_state(Path(cfg.output_dir)).step)
-    assert jobs.stop_run(engine, run.id).status == "stopping"
+    assert service.stop_run(engine, run.id).status == "stopping"
     stopped = settle(engine, settings, run.id)
-    assert stopped.status == "stopped" and not any(a.training_run_id == run.id for a in jobs.list_adapters(engine))
-    with pytest.raises(jobs.JobError, match="not running"):
-        jobs.stop_run(engine, run.id)
-    record = jobs.register_run_adapter(engine, settings, run.id)
+    assert stopped.status == "stopped" and not any(a.training_run_id == run.id for a in service.list_adapters(engine))
+    with pytest.raises(service.JobError, match="not running"):
+        service.stop_run(engine, run.id)
+    record = service.register_run_adapter(engine, settings, run.id)
     step = launch.run_state(Path(cfg.output_dir)).step
     assert record.name == f"stopped-run-step{step}" and record.training_run_id == run.id
 
-    jobs.resume_run(engine, settings, run.id, command=stub(cfg, resume=True))
-    cancelled = jobs.cancel_run(engine, run.id, grace_s=2)
+    service.resume_run(engine, settings, run.id, command=stub(cfg, resume=True))
+    cancelled = service.cancel_run(engine, run.id, grace_s=2)
     assert cancelled.status == "cancelled" and cancelled.finished_at is not None
-    assert jobs.sync_run(engine, settings, run.id).status == "cancelled"
-    with pytest.raises(jobs.JobError, match="cannot be resumed"):
-        jobs.resume_run(engine, settings, run.id, command=stub(cfg, resume=True))
+    assert service.sync_run(engine, settings, run.id).status == "cancelled"
+    with pytest.raises(service.JobError, match="cannot be resumed"):
+        service.resume_run(engine, settings, run.id, command=stub(cfg, resume=True))
 
 
 def test_activation_checks_the_base_and_the_shipped_adapter_is_registered_once(engine, settings):
-    shipped = jobs.ensure_default_adapter(engine)
+    shipped = service.ensure_default_adapter(engine)
     assert shipped is not None and shipped.path == str(DEFAULT_ADAPTER_DIR)
-    assert jobs.ensure_default_adapter(engine).id == shipped.id and len(jobs.list_adapters(engine)) == 1
-    assert jobs.activate(engine, settings, shipped.id).active  # embedded base: matches the default settings
+    assert service.ensure_default_adapter(engine).id == shipped.id and len(service.list_adapters(engine)) == 1
+    assert service.activate(engine, settings, shipped.id).active  # embedded base: matches the default settings
     cfg = make_config(settings, "tiny-run", max_steps=3)
-    run = jobs.launch_run(engine, settings, cfg, user_id=None, command=stub(cfg))
+    run = service.launch_run(engine, settings, cfg, user_id=None, command=stub(cfg))
     settle(engine, settings, run.id)
-    tiny = next(a for a in jobs.list_adapters(engine) if a.name == "tiny-run")
-    with pytest.raises(jobs.JobError, match="trained on base model 'tiny-base'"):
-        jobs.activate(engine, settings, tiny.id)
+    tiny = next(a for a in service.list_adapters(engine) if a.name == "tiny-run")
+    with pytest.raises(service.JobError, match="trained on base model 'tiny-base'"):
+        service.activate(engine, settings, tiny.id)
     on_tiny = Settings(work_dir=settings.work_dir, base_model=cfg.model_name)
-    assert jobs.activate(engine, on_tiny, tiny.id).name == "tiny-run"
+    assert service.activate(engine, on_tiny, tiny.id).name == "tiny-run"
     with Session(engine) as session:
         assert training.active_adapter(session=session).id == tiny.id
-    assert jobs.activate(engine, settings, None) is None
-    with pytest.raises(jobs.JobError, match="No adapter"):
-        jobs.activate(engine, settings, 999)
+    assert service.activate(engine, settings, None) is None
+    with pytest.raises(service.JobError, match="No adapter"):
+        service.activate(engine, settings, 999)
 
 
 def test_evaluation_folders_and_reports(engine, settings):
-    shipped = jobs.ensure_default_adapter(engine)
-    assert jobs.eval_dir(settings, shipped) == settings.work_dir / "evals" / shipped.name
-    report, where = jobs.eval_report(settings, shipped)
+    shipped = service.ensure_default_adapter(engine)
+    assert service.eval_dir(settings, shipped) == settings.work_dir / "evals" / shipped.name
+    report, where = service.eval_report(settings, shipped)
     assert where == DEFAULT_ADAPTER_DIR and report["adapter_name"]  # the published report
-    out = jobs.eval_dir(settings, shipped)
+    out = service.eval_dir(settings, shipped)
     out.mkdir(parents=True)
     (out / "eval.json").write_text('{"results": {}, "created_at": "newer"}')
-    assert jobs.eval_report(settings, shipped) == ({"results": {}, "created_at": "newer"}, out)
+    assert service.eval_report(settings, shipped) == ({"results": {}, "created_at": "newer"}, out)
     writes = [sys.executable, "-c", f"import pathlib; pathlib.Path({str(out)!r}, 'eval.json').write_text('{{}}')"]
-    job = jobs.start_evaluation(engine, settings, shipped.id, limit=4, max_new_tokens=32, mcq_per_source=5,
+    job = service.start_evaluation(engine, settings, shipped.id, limit=4, max_new_tokens=32, mcq_per_source=5,
                                 command=writes)
     assert job.kind == "evaluate" and job.folder == str(out) and job.label == shipped.name
     assert wait_for(lambda: launch.evaluation_state(out).state == "completed")

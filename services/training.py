@@ -1,16 +1,20 @@
-"""Training and evaluation jobs for the admin page: the launcher's processes and their database records, kept in step.
+"""Training and evaluation: the launcher's processes and their database records, kept in step.
 
 The trainer writes files and never the database (``trainer.launch`` starts it and reads its
-files); this module is the app's single writer of training runs and adapters. Functions take the
-engine and settings explicitly, open one short session per unit of work, and raise
-:class:`JobError` (or ``trainer.launch.LaunchError`` / ``trainer.config.ConfigError``) with
+files); this module is the app's single writer of training runs and adapters and the only caller
+of ``trainer.launch``. Functions take the engine and settings explicitly, open one short session
+per unit of work, and raise :class:`JobError` (or :class:`LaunchError` / ``ConfigError``) with
 messages a page can show as they are.
+
+A training config is checked once on its way to a run (:func:`launch_run`: the form's values,
+the trainer's own validation, the run directory) and saved once, into the new run directory; the
+trainer process reads that file. :func:`check_config` is the same check for the form's "Check".
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,10 +31,22 @@ from core.settings import Settings
 from storage import training
 from storage.models import AdapterRecord, TrainingRun
 from trainer import launch
-from trainer.config import TrainConfig
+from trainer.config import ConfigError, TrainConfig, build_config
 from trainer.status import ADAPTER_DIR, COMPLETED, METRICS_FILE, RUNNING, STOPPED, STOPPING
 
 log = logging.getLogger(__name__)
+
+# What the admin page reads from the launcher, so that pages never import it.
+LaunchError = launch.LaunchError
+JobBusyError = launch.JobBusyError
+Job = launch.Job
+DatasetPlan = launch.DatasetPlan
+RunState = launch.RunState
+EVALUATE, FAILED = launch.EVALUATE, launch.FAILED
+describe = launch.describe
+log_tail = launch.log_tail
+cli_equivalent = launch.cli_equivalent
+dataset_plan = launch.dataset_plan
 
 UNSETTLED = ("queued", "running", "stopping")
 """Database statuses that the run directory may have moved past."""
@@ -72,18 +88,33 @@ def run_name(run: TrainingRun) -> str:
 # -- training runs ---------------------------------------------------------------------------------------
 
 
-def launch_run(engine: Engine, settings: Settings, cfg: TrainConfig, *, user_id: int | None,
-               command: Sequence[str] | None = None) -> TrainingRun:
-    """Validate ``cfg``, create its run directory, start the trainer and record the run.
+def check_config(values: Mapping[str, Any]) -> tuple[TrainConfig, list[str]]:
+    """The config the form's raw ``values`` describe, and every reason it cannot be launched.
 
-    Raises ``trainer.launch.JobBusyError`` naming the running job, ``ConfigError`` listing every
-    problem. ``command`` replaces the trainer (tests).
+    The same messages as ``python -m trainer``: conversion problems, the trainer's validation, then
+    the run directory.
     """
+    cfg, problems = build_config(values)
+    return cfg, problems + launch.run_problems(cfg)
+
+
+def launch_run(engine: Engine, settings: Settings, config: TrainConfig | Mapping[str, Any], *, user_id: int | None,
+               command: Sequence[str] | None = None) -> TrainingRun:
+    """Check the config, create its run directory (saving ``config.yaml`` there), start the trainer, record the run.
+
+    ``config`` is a ``TrainConfig`` or the form's raw values. Raises ``ConfigError`` listing every
+    problem (checked once, here, before anything is created), :class:`JobBusyError` naming the
+    running job. ``command`` replaces the trainer (tests).
+    """
+    cfg, problems = check_config(config) if not isinstance(config, TrainConfig) else (
+        config, launch.run_problems(config))
+    if problems:
+        raise ConfigError(problems)
     running = launch.active_job(settings.runs_dir)
     if running is not None:  # checked before creating a run directory; start_training checks again under a lock
         raise launch.JobBusyError(f"{launch.describe(running)} is still running: stop it or wait for it to finish "
                                   "before starting another job.")
-    final = launch.prepare_run(cfg)
+    final = launch.create_run_dir(cfg)
     job = launch.start_training(Path(final.output_dir), jobs_dir=settings.runs_dir, command=command)
     with Session(engine) as session:
         return training.create_training_run(session=session, run_dir=final.output_dir, config=final.to_dict(),
@@ -322,3 +353,18 @@ def export_merged(settings: Settings, record: AdapterRecord, base: Any) -> Path:
     if why:
         raise JobError(f"Adapter {record.name} cannot be merged into {base.identity}: {why}.")
     return adapter_lib.export_merged(base, Path(record.path), exports_dir(settings) / f"{adapter_lib.safe_name(record.name)}-merged")
+
+
+def active_job(settings: Settings) -> launch.Job | None:
+    """The training or evaluation job running now, if any."""
+    return launch.active_job(settings.runs_dir)
+
+
+def evaluation_running(job: launch.Job) -> bool:
+    return launch.evaluation_state(Path(job.folder)).state == launch.RUNNING
+
+
+def evaluation_failure(settings: Settings, record: AdapterRecord) -> str | None:
+    """Why the adapter's last evaluation failed; None when it did not (or never ran)."""
+    state = launch.evaluation_state(eval_dir(settings, record))
+    return (state.reason or "") if state.state == launch.FAILED else None
