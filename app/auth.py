@@ -10,7 +10,7 @@ The signed-in user's id is the only thing kept in ``st.session_state`` (key :dat
 the account is re-read from the database on every run, so deactivating someone or changing their
 role takes effect on their next click. Passwords are never stored in session state or logged.
 Single sign-on through ``st.login`` is offered when an ``[auth]`` section exists in the secrets;
-its users are mapped to accounts in our table by :func:`storage.accounts.user_for_oidc`.
+its users are mapped to accounts in our table by :func:`services.accounts.user_for_oidc`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 from sqlmodel import Session
 
 from app import resources
-from storage import accounts
-from storage.models import User
+from services import accounts
+
+if TYPE_CHECKING:
+    from storage.models import User
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,8 @@ from sqlmodel import Session
 from app import auth, resources
 from core import retrieval, safety
 from core.quiz_text import md_escape
-from storage import attempts, history
-from storage.errors import StorageError
-from storage.history import HistoryEntry, HistoryError
+from services import StorageError, accounts
+from services.accounts import HistoryEntry, HistoryError
 
 user = auth.require_role("student", "instructor", "admin")
 engine = resources.get_engine()
@@ -35,12 +34,12 @@ if user.role != "student":
                else "You see your own history and the attempts made at your quizzes.")
 
 with Session(engine) as session:
-    adapters = history.history_adapters(session=session, viewer=user)
+    adapters = accounts.history_adapters(session=session, viewer=user)
 
 kind_col, search_col, from_col, to_col, adapter_col = st.columns([1, 2, 1, 1, 1])
 kind_label = kind_col.selectbox("Type", list(KIND_LABELS), key="history_kind")
 search = search_col.text_input("Search case text and answers", key="history_search",
-                               max_chars=history.SEARCH_MAX_CHARS)
+                               max_chars=accounts.SEARCH_MAX_CHARS)
 date_from = from_col.date_input("From", value=None, key="history_from")
 date_to = to_col.date_input("To", value=None, key="history_to")
 adapter = adapter_col.selectbox("Adapter", ["Any", *adapters], key="history_adapter")
@@ -48,7 +47,7 @@ adapter = adapter_col.selectbox("Adapter", ["Any", *adapters], key="history_adap
 since = datetime.combine(date_from, time.min, tzinfo=UTC) if date_from else None
 until = datetime.combine(date_to, time.min, tzinfo=UTC) + timedelta(days=1) if date_to else None
 with Session(engine) as session:
-    entries = history.list_history(
+    entries = accounts.list_history(
         session=session, viewer=user, kind=KIND_LABELS[kind_label], search=search, since=since, until=until,
         adapter=None if adapter == "Any" else adapter,
     )
@@ -86,8 +85,7 @@ st.caption(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, newest fi
 def _export(fmt: str, shown: list[HistoryEntry]):
     def build() -> str:
         with Session(engine) as session:
-            records = history.export_records(session=session, viewer=user, entries=shown)
-        return history.to_csv(records) if fmt == "csv" else history.to_json(records)
+            return accounts.export_history(session=session, viewer=user, entries=shown, fmt=fmt)
 
     return build
 
@@ -107,14 +105,7 @@ if selected is None:
 entry = by_key[selected]
 
 with Session(engine) as session:
-    if entry.kind == "case":
-        run = history.visible_case_run(session=session, viewer=user, run_id=entry.id)
-        detail = None if run is None else run.model_dump()
-    else:
-        attempt = history.visible_attempt(session=session, viewer=user, attempt_id=entry.id)
-        detail = None if attempt is None else attempt.model_dump()
-        items = [] if attempt is None else [i.model_dump() for i in attempts.attempt_items(session=session,
-                                                                                          attempt_id=entry.id)]
+    detail, items = accounts.entry_detail(session=session, viewer=user, entry=entry)
 if detail is None:
     st.warning("This entry no longer exists or you may not see it.")
     st.stop()
@@ -175,7 +166,7 @@ else:
     with st.expander("Quiz configuration"):
         st.json(detail["config"])
 
-if history.can_delete(user, entry.user_id):
+if accounts.can_delete(user, entry.user_id):
     if st.session_state["history_confirm_delete"] != selected:
         if st.button("Delete this entry", key="history_delete", icon=":material/delete:"):
             st.session_state["history_confirm_delete"] = selected
@@ -186,7 +177,7 @@ if history.can_delete(user, entry.user_id):
         if yes_col.button("Yes, delete", key="history_delete_yes", type="primary"):
             try:
                 with Session(engine) as session:
-                    history.delete_history_entry(session=session, viewer=user, kind=entry.kind, entry_id=entry.id)
+                    accounts.delete_history_entry(session=session, viewer=user, kind=entry.kind, entry_id=entry.id)
                 st.session_state["history_flash"] = (True, "Entry deleted.")
             except HistoryError as exc:
                 st.session_state["history_flash"] = (False, str(exc))

@@ -4,9 +4,8 @@ import streamlit as st
 from sqlmodel import Session
 
 from app import auth, resources
-from storage import accounts
-from storage.accounts import USERNAME_RULE
-from storage.passwords import MIN_PASSWORD_LENGTH
+from services import accounts
+from services.accounts import MIN_PASSWORD_LENGTH, USERNAME_RULE
 
 if auth.current_user() is not None:
     st.success("You are signed in.")

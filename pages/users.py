@@ -4,10 +4,8 @@ import streamlit as st
 from sqlmodel import Session
 
 from app import auth, resources
-from storage import accounts, login_throttle
-from storage.accounts import USERNAME_RULE, AccountError
-from storage.models import ROLES
-from storage.passwords import MIN_PASSWORD_LENGTH
+from services import accounts
+from services.accounts import MIN_PASSWORD_LENGTH, ROLES, USERNAME_RULE, AccountError
 
 me = auth.require_role("admin")
 engine = resources.get_engine()
@@ -62,7 +60,7 @@ chosen_id = st.selectbox("Account", list(by_id), format_func=lambda i: f"{by_id[
 chosen = by_id[chosen_id]
 is_me = chosen.id == me.id
 with Session(engine) as session:
-    locked_until = login_throttle.retry_at(session=session, username=chosen.username)
+    locked_until = accounts.locked_until(session=session, username=chosen.username)
 if locked_until is not None:
     st.warning(f"{chosen.username} is locked out of password sign-in after repeated failures until "
                f"{locked_until:%H:%M} UTC. Resetting the password lifts the lockout.")

@@ -15,14 +15,16 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
+from services import accounts as accounts_service
 from services import curation, quiz
 from services import training as training_service
 from storage import accounts, attempts, history, quizzes, training
 from storage.models import QuizSet, TrainingRun, User
 from tests.pages.auth_harness import add_user, app_as, app_environment, rendered_text
 
-WATCHED = (accounts, attempts, history, quizzes, training, quiz, curation, training_service)
-AUTH_NEEDS = {("storage.accounts", "get_user"), ("storage.accounts", "user_for_oidc")}
+WATCHED = (accounts, attempts, history, quizzes, training, quiz, curation, training_service, accounts_service)
+AUTH_NEEDS = {(module, name) for module in ("storage.accounts", "services.accounts")
+              for name in ("get_user", "user_for_oidc")}
 """What ``auth.require_role`` itself reads to find out who is signed in."""
 
 
