@@ -23,8 +23,7 @@ from core.metrics import read_metrics
 from core.model import ModelError
 from core.settings import PROJECT_ROOT
 from services import training
-from services.training import DatasetPlan, Job, LaunchError
-from storage.models import TrainingRun
+from services.training import DatasetPlan, Job, LaunchError, TrainingRun
 from trainer.config import (
     ConfigError,
     TrainConfig,

@@ -29,10 +29,10 @@ from core.metrics import read_metrics
 from core.model import DEFAULT_ADAPTER_DIR, ModelError, read_adapter_card
 from core.settings import Settings
 from storage import training
-from storage.models import AdapterRecord, TrainingRun
+from storage.models import AdapterRecord, TrainingRun  # noqa: F401  (TrainingRun: the admin page's type)
 from trainer import launch
 from trainer.config import ConfigError, TrainConfig, build_config
-from trainer.status import ADAPTER_DIR, COMPLETED, METRICS_FILE, RUNNING, STOPPED, STOPPING
+from trainer.launch import ADAPTER_DIR, COMPLETED, METRICS_FILE, RUNNING, STOPPED, STOPPING  # the run-directory states
 
 log = logging.getLogger(__name__)
 
