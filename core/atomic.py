@@ -1,7 +1,9 @@
-"""Atomic folder writes: build a folder next to its target, then rename it into place.
+"""Atomic writes: build a file or folder next to its target, then rename it into place.
 
-Used wherever a half-written folder must never be mistaken for a complete one (the converted
-model cache, adapters, merged exports): readers see either the old folder or the new one.
+Used wherever a half-written file or folder must never be mistaken for a complete one (data
+splits, run configs, job files, the converted model cache, adapters, merged exports): readers see
+either the old version or the new one. The temporary sibling lives in the target's folder so the
+rename never crosses a file system.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from typing import IO
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,3 +35,29 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[IO[str]]:
+    """Yield a UTF-8 text handle on a temporary sibling of ``path``; on success it replaces ``path``.
+
+    On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` is
+    left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Replace ``path`` with ``text`` (UTF-8) atomically; returns ``path``."""
+    with atomic_file(path) as fh:
+        fh.write(text)
+    return Path(path)

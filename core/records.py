@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
+
+from core.atomic import atomic_file
 
 Kind = Literal["open", "mcq"]
 Split = Literal["train", "validation", "test", "bank"]
@@ -93,19 +93,12 @@ def stable_id(source: str, question: str, options: dict[str, str] | None = None)
 
 def write_jsonl(path: Path, records: Iterable[Record | dict[str, Any]]) -> int:
     """Write records atomically (temp file in the same folder, then rename); returns the count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for rec in records:
-                data = rec.to_dict() if isinstance(rec, Record) else rec
-                fh.write(json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n")
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        for rec in records:
+            data = rec.to_dict() if isinstance(rec, Record) else rec
+            fh.write(json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n")
+            n += 1
     return n
 
 

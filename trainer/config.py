@@ -442,20 +442,13 @@ def load_config(
 
 def save_config(cfg: TrainConfig, run_dir: Path) -> Path:
     """Write ``config.yaml`` (every field, in declaration order) into the run directory, atomically."""
-    import os
-    import tempfile
-
     import yaml
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from core.atomic import atomic_write_text
+
     header = "# Resolved training config (python -m trainer --config this-file reproduces the run).\n"
     text = header + yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
-    target = run_dir / CONFIG_FILE
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(run_dir / CONFIG_FILE, text)
 
 
 def changed_fields(old: TrainConfig, new: TrainConfig, names: tuple[str, ...] = MODEL_SHAPING) -> list[str]:

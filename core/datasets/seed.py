@@ -16,12 +16,11 @@ output becomes the answer with empty reasoning and the flag ``no-reasoning``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from core.atomic import atomic_file
 from core.datasets.base import LETTERS, DataError, SourceInfo, iter_json_items, iter_jsonl, mcq_answer
 from core.prompts import format_completion, format_options, parse_completion
 from core.records import Record, normalise, stable_id
@@ -138,14 +137,7 @@ def to_seed_row(record: Record) -> dict[str, str]:
 def export_seed(records: Iterable[Record], path: Path) -> int:
     """Write records as a seed-schema JSON array (atomically); returns the count."""
     rows: list[Mapping[str, str]] = [to_seed_row(r) for r in records]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(rows, fh, ensure_ascii=False, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        json.dump(rows, fh, ensure_ascii=False, indent=1)
+        fh.write("\n")
     return len(rows)
