@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from core.atomic import atomic_write_text
 
 STATUS_FILE = "status.json"
 STOP_FILE = "STOP"
@@ -53,14 +54,7 @@ def write_status(run_dir: Path, state: str, *, reason: str = "", **extra: Any) -
         "run_dir": str(run_dir),
         "updated_at": now_iso(),
     }
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".status.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, run_dir / STATUS_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(run_dir / STATUS_FILE, json.dumps(data, indent=2))
     return data
 
 
