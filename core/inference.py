@@ -379,11 +379,18 @@ def set_decode_threads(model: Any, threads: int) -> None:
     _worker_for(model).submit(torch.set_num_threads, max(1, int(threads))).result()
 
 
-def _split(text: str, *, final: bool) -> tuple[str, str, bool]:
-    """Reasoning, answer and marker flag for ``text``; while streaming a partial marker is held back."""
+def split_text(text: str, *, final: bool) -> tuple[str, str, bool]:
+    """Reasoning, answer and marker flag for ``text``; while streaming (``final`` false) a partial marker at
+    the end is held back, so the page never flashes "Final ans" as reasoning."""
     visible = text if final else text[: len(text) - marker_prefix_len(text)]
     parsed = parse_completion(visible)
     return parsed.reasoning, parsed.answer, parsed.has_answer
+
+
+def prompt_text(tokenizer: Any, case_text: str, options: dict[str, str] | None = None, *, context: str = "") -> str:
+    """The chat prompt for ``case_text`` as text (the one prompt format), what a server is sent."""
+    return tokenizer.apply_chat_template(
+        build_messages(case_text, options, context=context), add_generation_prompt=True, tokenize=False)
 
 
 def prompt_ids(
@@ -565,7 +572,7 @@ def _generate_locked(
             if not chunk:
                 continue
             text += chunk
-            reasoning, answer, has_answer = _split(text, final=False)
+            reasoning, answer, has_answer = split_text(text, final=False)
             yield StreamEvent("text", reasoning, answer, has_answer, text, stats())
         streamed_to_end = True
     finally:
@@ -586,7 +593,7 @@ def _generate_locked(
         finish = "length"
     else:
         finish = "eos"
-    reasoning, answer, has_answer = _split(text, final=True)
+    reasoning, answer, has_answer = split_text(text, final=True)
     yield StreamEvent("done", reasoning, answer, has_answer, text, replace(final, finish_reason=finish))
 
 
@@ -660,7 +667,7 @@ def case_run(
     """
     is_stopped = event.stopped if stopped is None else stopped
     stats = replace(event.stats, finish_reason="stopped") if is_stopped else event.stats
-    reasoning, answer, has_answer = _split(event.text, final=True) if event.text else ("", "", False)
+    reasoning, answer, has_answer = split_text(event.text, final=True) if event.text else ("", "", False)
     return CaseRun(
         case_text=case_text,
         reasoning=reasoning,

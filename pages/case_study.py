@@ -24,7 +24,7 @@ import streamlit as st
 from sqlmodel import Session
 
 from app import auth, references, resources, saving
-from core import inference, metrics, retrieval, safety
+from core import inference, metrics, retrieval, safety, serving
 from core.model import ModelError
 from core.records import Record
 from storage import accounts, history, rate_limit
@@ -106,6 +106,8 @@ class _Job:
     references: list[retrieval.Passage]
     references_problem: str | None
     use_references: bool
+    served_by: dict[str, str] = field(default_factory=dict)
+    """The backend and engine that generate it (kept with the run in history)."""
     stop: threading.Event = field(default_factory=threading.Event)
     conclude: threading.Event = field(default_factory=threading.Event)
     event: inference.StreamEvent = field(default_factory=lambda: inference.StreamEvent("started"))
@@ -226,20 +228,21 @@ def _retrieve(text: str) -> tuple[list[retrieval.Passage], str | None]:
         return [], str(exc)
 
 
-def _save_run(run: inference.CaseRun) -> None:
-    """Save a finished or stopped run to the student's history (it also counts toward the hourly limit).
+def _save_run(run: inference.CaseRun, *, failed: bool = False) -> None:
+    """Save a finished, stopped or failed run to the student's history (it also counts toward the hourly limit).
 
     When the disk or the database refuses, the run stays on the page and the reason is shown with it.
     """
     st.session_state.cs_save_error = None
+    fields = {**run.history_fields(), **({"status": "error"} if failed else {})}
     with saving.saving("this run to your history", show=False) as outcome, Session(resources.get_engine()) as session:
-        saved = history.save_case_run(session=session, user_id=user.id, **run.history_fields())
+        saved = history.save_case_run(session=session, user_id=user.id, **fields)
         st.session_state.cs_last_saved = saved.id
     if outcome.error is not None:
         st.session_state.cs_save_error = outcome.error.user_message("this run to your history")
 
 
-def _start(served: resources.ServedModel, text: str) -> None:
+def _start(backend: serving.Backend, text: str) -> None:
     """Retrieve the references and start generating on the job's thread; :func:`_follow` shows it."""
     gen_settings = inference.GenerationSettings(
         max_new_tokens=st.session_state.cs_max_new_tokens,
@@ -251,17 +254,17 @@ def _start(served: resources.ServedModel, text: str) -> None:
     use = bool(st.session_state.cs_use_refs) and reference_index is not None
     job = _Job(
         case_text=text,
-        base_model=served.base.identity,
-        adapter=served.adapter_name,
+        base_model=backend.base_model,
+        adapter=backend.adapter,
         settings=gen_settings,
         example_id=example["id"] if example else None,
         references=passages,
         references_problem=problem,
         use_references=use,
+        served_by=serving.served_by(backend),
     )
-    events = inference.stream_case(
+    events = backend.stream(
         text,
-        served=served,
         settings=gen_settings,
         stop=job.stop,
         conclude=job.conclude,
@@ -329,6 +332,12 @@ def _follow(job: _Job) -> None:
     if job.error is not None:
         status.update(label="Reasoning (generation failed)", state="error", expanded=False)
         st.error(f"{job.error}\n\nThe app is still working: you can edit the case and try again.")
+        if job.event.text:  # what was written before the failure stays in the history, marked as failed
+            _save_run(_run_of(job), failed=True)
+            if st.session_state.cs_save_error:
+                st.error(st.session_state.cs_save_error, icon=":material/sd_card_alert:")
+            else:
+                st.caption("The partial text is saved to your history, marked as failed.")
         return
     _finish(job)
     st.rerun()
@@ -341,8 +350,14 @@ def _finish(job: _Job) -> None:
         st.session_state.cs_result = None
         st.session_state.cs_notice = "Stopped before the model produced any text; nothing was saved."
         return
+    run = _run_of(job)
+    st.session_state.cs_result = run
+    _save_run(run)
+
+
+def _run_of(job: _Job) -> inference.CaseRun:
     run = inference.case_run(
-        event,
+        job.event,
         case_text=job.case_text,
         base_model=job.base_model,
         adapter=job.adapter,
@@ -350,10 +365,9 @@ def _finish(job: _Job) -> None:
         example_id=job.example_id,
         references=[p.to_dict() for p in job.references],
     )
-    # Whether the model saw the references belongs with the run: the same case reads differently without.
-    run = replace(run, settings={**run.settings, "use_references": job.use_references})
-    st.session_state.cs_result = run
-    _save_run(run)
+    # Whether the model saw the references, and who generated, belong with the run: the same case reads
+    # differently without references, and another engine writes other text.
+    return replace(run, settings={**run.settings, "use_references": job.use_references, **job.served_by})
 
 
 def _show_result(run: inference.CaseRun) -> None:
@@ -376,7 +390,8 @@ def _show_result(run: inference.CaseRun) -> None:
             st.warning(NO_ANSWER)
         if run.forced:
             st.caption(f":material/warning: {FORCED[run.forced]}")
-        st.caption(f"{run.base_model} · adapter: {run.adapter} · {_stats_line(run.stats)}")
+        served_by = f" · {run.settings['engine']}" if run.settings.get("engine") else ""
+        st.caption(f"{run.base_model} · adapter: {run.adapter}{served_by} · {_stats_line(run.stats)}")
 
     example = st.session_state.cs_example
     if example and example["id"] == run.example_id:
@@ -416,9 +431,7 @@ if not st.session_state.cs_ack:
 try:
     with st.status("Loading the model…", expanded=True) as loading:
         # The first start converts the embedded GGUF (about 20 s); its progress lines show here.
-        served = resources.get_served_model(
-            settings.base_model, resources.active_adapter_path(), settings.device, _progress=loading.write
-        )
+        backend = resources.get_backend(_progress=loading.write)
         loading.update(label="Model ready", state="complete", expanded=False)
 except ModelError as exc:
     st.error(f"The model could not be loaded.\n\n{exc}")
@@ -429,15 +442,18 @@ except OSError as exc:  # e.g. the first start's model cache conversion on a ful
         raise
     st.error(f"The model could not be loaded. {message}")
     st.stop()
-if adapter_problem := served.adapter_problem:
+if isinstance(backend, serving.LocalBackend) and backend.adapter_problem:
     st.warning(
-        f"**Adapter `{served.requested_adapter}` cannot be used, so the app is serving the base model without it.** "
-        f"{safety.markdown_text(adapter_problem)}\n\nAn administrator can activate another adapter on the "
+        f"**Adapter `{backend.requested_adapter}` cannot be used, so the app is serving the base model without it.** "
+        f"{safety.markdown_text(backend.adapter_problem)}\n\nAn administrator can activate another adapter on the "
         "Admin page. Runs made now are saved with no adapter.",
         icon=":material/warning:",
     )
-plan = inference.describe_served(served.model, served.plan)
-st.caption(f"Base model: `{served.base.identity}` · adapter: `{served.adapter_name}` · {served.device}, {plan}")
+elif adapter_note := backend.adapter_note():
+    st.warning(f"**The inference server does not serve the active adapter.** {safety.markdown_text(adapter_note)}",
+               icon=":material/warning:")
+st.caption(f"Base model: `{backend.base_model}` · adapter: `{backend.adapter}` · "
+           f"served by {safety.markdown_text(backend.describe())}")
 
 reference_index: retrieval.ReferenceIndex | None = None
 reference_problem: str | None = None
@@ -525,7 +541,7 @@ if requested:
             else:
                 if check.notes:
                     st.session_state.cs_notice = " ".join(check.notes)  # shown again after the run's rerun
-                _start(served, check.text)
+                _start(backend, check.text)
 if st.session_state.cs_job is not None:
     _follow(st.session_state.cs_job)
 elif not requested and st.session_state.cs_result is not None:

@@ -5,7 +5,38 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.prompts import PROMPT_FORMAT_VERSION
+from core.prompts import FINAL_ANSWER_MARKER, PROMPT_FORMAT_VERSION, SYSTEM_PROMPT
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+"""SmolLM2's ChatML layout, for tokenizers built in tests."""
+CORPUS = [
+    SYSTEM_PROMPT,
+    "A 54-year-old woman has fever, dysuria and flank pain. The most likely diagnosis is pyelonephritis.",
+    "Key findings point to an infection; the differential includes cholecystitis and renal colic.",
+    f"{FINAL_ANSWER_MARKER} acute pyelonephritis. Final answer: B. Start antibiotics.",
+]
+
+
+def make_tiny_tokenizer(corpus: list[str] = CORPUS, *, vocab_size: int = 400):
+    """A byte-level BPE tokenizer trained in code on ``corpus``, with ChatML special tokens and template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    raw.train_from_iterator(corpus, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
 
 
 def make_tiny_llama(folder: Path, *, seed: int = 0, vocab_size: int = 64) -> Path:

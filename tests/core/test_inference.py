@@ -17,38 +17,13 @@ import torch
 
 from core import inference
 from core.inference import GenerationError, GenerationSettings, ServingPlan, StreamEvent
-from core.prompts import FINAL_ANSWER_MARKER, PROMPT_FORMAT_VERSION, SYSTEM_PROMPT
+from core.prompts import FINAL_ANSWER_MARKER, PROMPT_FORMAT_VERSION
 from core.records import Record, write_jsonl
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-CORPUS = [
-    SYSTEM_PROMPT,
-    "A 54-year-old woman has fever, dysuria and flank pain. The most likely diagnosis is pyelonephritis.",
-    "Key findings point to an infection; the differential includes cholecystitis and renal colic.",
-    f"{FINAL_ANSWER_MARKER} acute pyelonephritis. Final answer: B. Start antibiotics.",
-]
-
+from tests.tiny import make_tiny_tokenizer
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    raw = Tokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    raw.train_from_iterator(CORPUS, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
+    return make_tiny_tokenizer()
 
 
 def _tiny_model(vocab_size: int, seed: int = 0):

@@ -467,7 +467,9 @@ def test_generation_error_is_a_message_and_the_app_keeps_working(env, monkeypatc
     (error,) = at.error
     assert "out of memory" in error.value and "still working" in error.value
     assert at.text_area(key="cs_case").value == CASE  # nothing lost
-    assert "cs_last_saved" not in at.session_state
+    failed = saved_run(at, env)  # the text written before the failure is kept, marked as failed
+    assert failed["status"] == "error" and failed["reasoning"] and failed["case_text"] == CASE
+    assert any("saved to your history, marked as failed" in c for c in _texts(at.caption))
     monkeypatch.setattr(inference, "stream_case", FakeStream())
     at.button(key="cs_generate").click().run()
     assert not at.exception and len(at.error) == 0
