@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PORT ?= 8501
 
-.PHONY: run test prepare
+.PHONY: run test prepare serve
 
 run:
 	@bash scripts/bootstrap.sh run
@@ -18,3 +18,10 @@ test:
 prepare:
 	@bash scripts/bootstrap.sh run
 	@$(PY) -m core.data prepare
+
+# llama.cpp's server for a class (parallel slots, continuous batching), the adapters loaded as GGUF LoRAs.
+# Builds llama-server once (about 30 min on 2 cores, cached outside the clone). SERVE_ARGS, e.g. --port 8080 --parallel 8.
+serve:
+	@bash scripts/bootstrap.sh run
+	@bash scripts/build_llama_server.sh
+	@$(PY) -m core.llamacpp serve $(SERVE_ARGS)
