@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from core.records import Record, mcq_answer, normalise
+from core.records import Record, mcq_answer
 
 Mode = Literal["tutor", "exam"]
 MODES: tuple[Mode, ...] = ("tutor", "exam")
@@ -331,119 +329,6 @@ def resolve_items(
 
 
 # --------------------------------------------------------------------------- grading
-
-_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-# "Final answer: C", "the answer is (C)", "correct answer would be C", "Answer - C"
-_MARKER_RE = re.compile(r"(?i)\banswer\b\s*(?:(?:would\s+be|is|was)\b\s*[:=\-–—]?|[:=\-–—])\s*")
-# The whole text is one letter: "C", "c.", "(C)", "[c]", "C)".
-_WHOLE_RE = re.compile(r"(?i)^[(\[]?\s*([a-z])\s*[)\]]?\s*[.:)]?$")
-# A letter opening the text before a separator: "C. Aspirin", "C - Aspirin", "(C) Aspirin", "C) Aspirin".
-_LEAD_RE = re.compile(r"(?i)^(?:[(\[]\s*([a-z])\s*[)\]]|([a-z])\s*(?:[.:)]|\s[-–—]))\s*(.*)$", re.DOTALL)
-# What follows a leading letter when a second one is being offered: "A. or B.", "(A) and (C)".
-_ALTERNATIVE_RE = re.compile(r"(?i)^(?:or|and|/|&)(?:\s|$)")
-# A letter in brackets anywhere: "(C)", "[C]".
-_BRACKET_RE = re.compile(r"(?i)[(\[]\s*([a-z])\s*[)\]]")
-# A letter after a word that names it: "option c", "choice C", "letter c", "answer is c".
-_KEYWORD_RE = re.compile(r"(?i)\b(?:option|choice|letter|answer)\s*(?:is\s*)?[:#]?\s*\(?([a-z])\b(?!['’])")
-# A bare capital letter standing alone: "I think C is right".
-_BARE_RE = re.compile(r"\b([A-Z])\b(?!['’]|\.\w)")
-# Words after which a capital "A" or "I" is still a letter; otherwise "A patient ..." reads as an article.
-_LETTER_VERBS = frozenset({"is", "was", "or", "and", "seems", "looks", "would", "should", "could", "because", "as"})
-
-
-def _letter_set(letters: Iterable[str]) -> dict[str, str]:
-    """Upper-case letter -> the key as the caller spelled it."""
-    out: dict[str, str] = {}
-    for key in letters:
-        if not isinstance(key, str) or len(key) != 1 or key.upper() not in _LETTERS:
-            raise ValueError(f"Option keys must be single letters, got {key!r}.")
-        out[key.upper()] = key
-    return out
-
-
-def _one(found: Iterable[str]) -> tuple[bool, str | None]:
-    """(anything found, the letter if exactly one distinct)."""
-    distinct = set(found)
-    if not distinct:
-        return False, None
-    return True, (distinct.pop() if len(distinct) == 1 else None)
-
-
-def _choose(segment: str, keys: dict[str, str], texts: dict[str, str]) -> str | None:
-    """Parse one stretch of text; None when it names no option or more than one."""
-    segment = segment.strip().strip("*_`\"'").strip()
-    if not segment:
-        return None
-    m = _WHOLE_RE.match(segment)
-    if m:
-        return keys.get(m.group(1).upper())
-    m = _LEAD_RE.match(segment)
-    if m:
-        letter = (m.group(1) or m.group(2)).upper()
-        rest = normalise(m.group(3))
-        # "B. <option B's own text>" is B, whatever that text looks like ("& more", another option's words).
-        if letter in keys and rest and texts.get(letter) == rest:
-            return keys[letter]
-    if texts:
-        norm = normalise(segment)
-        equal = [k for k, t in texts.items() if t == norm]
-        if len(equal) == 1:
-            return keys[equal[0]]
-    if m:
-        if letter in keys:
-            if _ALTERNATIVE_RE.match(m.group(3)):
-                return None
-            # "C. <text of option D>" contradicts itself.
-            named = [k for k, t in texts.items() if rest and t == rest]
-            if named and letter not in named:
-                return None
-            return keys[letter]
-    found, letter = _one(
-        x.upper() for rx in (_BRACKET_RE, _KEYWORD_RE) for x in rx.findall(segment) if x.upper() in keys
-    )
-    if found:
-        return keys[letter] if letter else None
-    bare = []
-    for m in _BARE_RE.finditer(segment):
-        ch = m.group(1)
-        if ch not in keys:
-            continue
-        if ch in "AI":
-            nxt = re.match(r"\s+([a-z]+)", segment[m.end() :])
-            if nxt and nxt.group(1) not in _LETTER_VERBS:
-                continue
-        bare.append(ch)
-    _, letter = _one(bare)
-    return keys[letter] if letter else None
-
-
-def parse_choice(text: str, letters: Iterable[str], *, options: Mapping[str, str] | None = None) -> str | None:
-    """The option key a free-text answer names, or None when it names none or is ambiguous.
-
-    Understands ``C``, ``c``, ``C.``, ``(C)``, ``the answer is (C)``, ``option c``,
-    ``Answer: C - text``, ``Final answer: C`` (the last answer marker wins, and only its line is
-    read), and, when ``options`` (key -> text) is given, the text of an option on its own.
-    ``A or B`` and ``C. <text of option D>`` are ambiguous and give None. Lower-case letters
-    count only on their own or after a word such as "option"; a capital ``A``/``I`` followed
-    by an ordinary word is read as English ("A patient ..."), not as a choice.
-
-    Returns the key spelled as in ``letters``. Never raises on any ``text``.
-    """
-    keys = _letter_set(letters)
-    if not isinstance(text, str):
-        return None
-    texts = {}
-    for k, t in (options or {}).items():
-        if k.upper() in keys and isinstance(t, str) and normalise(t):
-            texts[k.upper()] = normalise(t)
-    text = unicodedata.normalize("NFKC", text)
-    markers = list(_MARKER_RE.finditer(text))
-    if markers:
-        tail = text[markers[-1].end() :].strip()
-        line = tail.splitlines()[0] if tail else ""
-        return _choose(line, keys, texts)
-    return _choose(text, keys, texts)
 
 
 def grade_mcq(record: Record, chosen: str | None) -> bool:

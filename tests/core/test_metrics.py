@@ -176,3 +176,29 @@ def test_wilson_matches_formula_property():
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
         assert (low + high) / 2 == pytest.approx(centre)
         assert not math.isnan(low) and 0 <= low <= p <= high <= 1
+
+
+QUIZ_OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Clopidogrel", "E": "Alteplase"}
+
+
+@pytest.mark.parametrize("text", [
+    "C", "c", "C.", "c)", "(C)", "[C]", "  C  ", "**C**", "the answer is (C)", "The answer is C.",
+    "The correct answer is: C", "option c", "Option C", "choice C", "Answer: C - Warfarin", "Answer: C",
+    "Final answer: C", "final answer: (c) Warfarin", "Final answer: Warfarin",
+    "Aspirin is tempting, but the answer is C", "B and D are wrong.\n\nFinal answer: C",
+    "Final answer: C\nB would be wrong because ...",
+])
+def test_extract_choice_reads_the_ways_a_student_or_model_names_c(text):
+    assert extract_choice(text, "ABCDE", options=QUIZ_OPTIONS) == "C"
+
+
+@pytest.mark.parametrize("text", [
+    "", "   ", "A or B", "A. or B.", "(A) and (C)", "C/D", "the answer is A or B", "C. Heparin", "I don't know",
+    "F", "option f", "A patient on anticoagulants", "Final answer:",
+])
+def test_extract_choice_refuses_ambiguous_or_empty_answers(text):
+    assert extract_choice(text, "ABCDE", options=QUIZ_OPTIONS) is None
+
+
+def test_extract_choice_last_answer_cue_wins():
+    assert extract_choice("At first the answer is A.\nOn reflection the answer is D.", "ABCDE") == "D"
