@@ -2,17 +2,18 @@
 
 Item text comes from public datasets, imports and instructors' edits, so it is untrusted. Pages show
 long text with ``st.text`` (no Markdown, no HTML); where a widget renders Markdown (radio options,
-captions) the text goes through :func:`md_escape` first, so ``<script>``, ``**`` or ``$x$`` show
+captions) the text goes through :func:`core.safety.markdown_text` (literal form, ``md_escape``) first, so ``<script>``, ``**`` or ``$x$`` show
 exactly as written. Nothing here touches Streamlit.
 """
 
 from __future__ import annotations
 
 import math
-import re
+from functools import partial
 
 from core.quiz_bank import OCR_FLAG
 from core.records import Record
+from core.safety import markdown_text
 
 NO_SUBJECT = "(no subject)"
 STEP_LABELS: dict[str, str] = {"step1": "USMLE Step 1", "step2&3": "USMLE Step 2 & 3"}
@@ -26,18 +27,8 @@ FLAG_NOTICES: dict[str, str] = {
     "duplicate": "This item also appears elsewhere in the bank.",
 }
 
-# Every character CommonMark lets a backslash escape, plus '$' (Streamlit's LaTeX) and ':' (emoji / icon
-# shortcodes such as :red[...] and :material/...:).
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:&=\"'^])")
-
-
-def md_escape(text: str) -> str:
-    """``text`` as Markdown that renders as exactly that text: no formatting, links, HTML or LaTeX.
-
-    Line breaks are kept (as hard breaks).
-    """
-    escaped = _MD_SPECIAL.sub(r"\\\1", text or "")
-    return "  \n".join(escaped.splitlines()) if "\n" in escaped or "\r" in escaped else escaped
+md_escape = partial(markdown_text, formatting=False)
+"""``text`` as Markdown that renders as exactly that text: :func:`core.safety.markdown_text`'s literal form."""
 
 
 def option_label(key: str, text: str) -> str:

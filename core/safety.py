@@ -195,18 +195,26 @@ def describe_phi(findings: list[PhiFinding]) -> str:
     return ", ".join(labels[:-1]) + " and " + labels[-1]
 
 
-# -- rendering model output ---------------------------------------------------------------------
+# -- rendering model and user text -------------------------------------------------------------
 
 _MD_IMAGE = re.compile(r"!\[")
 _HTML_CHARS = re.compile(r"([<>$])")
+# Every character CommonMark lets a backslash escape, plus '$' (Streamlit's LaTeX) and ':' (emoji / icon
+# shortcodes such as :red[...] and :material/...:).
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:&=\"'^])")
 
 
-def markdown_text(text: str) -> str:
-    """Model output made safe for ``st.markdown``: HTML shown literally, no images, no LaTeX.
+def markdown_text(text: str | None, *, formatting: bool = True) -> str:
+    """Model or user text made safe for ``st.markdown``: HTML shown literally, no images, no LaTeX.
 
-    Markdown formatting (bold, lists) still renders; ``<``, ``>`` and ``$`` are backslash-escaped
-    so tags and dollar amounts appear as typed, and image syntax is defused so the page never
-    fetches a remote URL the model made up.
+    ``formatting=True`` (a model's reasoning and answer): Markdown formatting (bold, lists) still
+    renders; ``<``, ``>`` and ``$`` are backslash-escaped so tags and dollar amounts appear as typed,
+    and image syntax is defused so the page never fetches a remote URL the model made up.
+    ``formatting=False`` (titles, labels, item and user text): renders as exactly ``text``, every
+    Markdown character escaped. Line breaks are kept as hard breaks either way.
     """
-    escaped = _HTML_CHARS.sub(r"\\\1", _MD_IMAGE.sub(r"!\\[", text))
-    return escaped.replace("\n", "  \n")  # keep the model's line breaks (markdown would join lines)
+    if not formatting:
+        escaped = _MD_SPECIAL.sub(r"\\\1", text or "")
+        return "  \n".join(escaped.splitlines()) if "\n" in escaped or "\r" in escaped else escaped
+    escaped = _HTML_CHARS.sub(r"\\\1", _MD_IMAGE.sub(r"!\\[", text or ""))
+    return escaped.replace("\n", "  \n")  # markdown would join the model's lines
