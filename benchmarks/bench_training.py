@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.unsloth_recipe import UNSLOTH_RECIPES
+
 SEED_JOB = (8000, 3, 245)
 """The seed's job: examples x epochs x mean tokens (issue 8), for the projected wall time."""
 
@@ -161,6 +163,8 @@ class Result:
     first_loss: float | None = None
     eval_loss: float | None = None
     wall_s: float | None = None
+    total_tokens: float | None = None
+    """Non-padding tokens trained in the whole run (the last logged ``num_tokens``)."""
     steps: int = 0
     runtime: dict[str, Any] = field(default_factory=dict)
     error: str = ""
@@ -258,6 +262,7 @@ def read_run(run_dir: Path, exclude: set[int] | frozenset[int] = frozenset()) ->
     train = [r for r in records if r.get("event") == "train" and r.get("num_tokens") is not None]
     evals = [r for r in records if r.get("event") == "eval" and r.get("eval_loss") is not None]
     out: dict[str, Any] = {"steps": train[-1]["step"] if train else 0}
+    out["total_tokens"] = train[-1]["num_tokens"] if train else None
     out["step_rates"] = [round(rate, 1) for _, rate in step_rates(train)]
     out["steady_tokens_per_s"] = steady_tokens_per_s(train, exclude=exclude)
     if len(train) >= 2:
@@ -273,18 +278,9 @@ def read_run(run_dir: Path, exclude: set[int] | frozenset[int] = frozenset()) ->
     return out
 
 
-def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root: Path, args: argparse.Namespace) -> Result:
-    import torch
-
-    from trainer.config import load_config
-    from trainer.train import train
-
-    overrides = dict(RECIPES[recipe][1])
-    notes: list[str] = []
-    if args.device == "cpu":
-        overrides, notes = cpu_variant(overrides)
-        for note in notes:
-            print(f"# {arch} / {recipe}: {note}", file=sys.stderr, flush=True)
+def recipe_values(arch: str, recipe: str, overrides: dict[str, Any], model_dir: Path, data_dir: Path, out_root: Path,
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """The trainer config values of one recipe run: the same data, steps and logging for every recipe (ours and Unsloth's)."""
     processes = max(args.processes, 1)
     steps_batch = overrides["batch_size"] * overrides["gradient_accumulation_steps"] * processes
     values = {
@@ -307,6 +303,24 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
     if overrides.get("packing"):
         # A packed batch holds a varying number of examples: train exactly one epoch over the same examples.
         values["max_steps"] = -1
+    return values
+
+
+def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root: Path, args: argparse.Namespace) -> Result:
+    import torch
+
+    from trainer.config import load_config
+    from trainer.train import train
+
+    if recipe in UNSLOTH_RECIPES:
+        return run_unsloth(arch, recipe, model_dir, data_dir, out_root, args)
+    overrides = dict(RECIPES[recipe][1])
+    notes: list[str] = []
+    if args.device == "cpu":
+        overrides, notes = cpu_variant(overrides)
+        for note in notes:
+            print(f"# {arch} / {recipe}: {note}", file=sys.stderr, flush=True)
+    values = recipe_values(arch, recipe, overrides, model_dir, data_dir, out_root, args)
     shutil.rmtree(values["output_dir"], ignore_errors=True)  # a rerun in the same scratch folder starts afresh
     gc.collect()
     # Every recipe compiles afresh, as in its own trainer process: measured on the H100, a compiled recipe after
@@ -352,6 +366,55 @@ def run_recipe(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root
     gc.collect()
     return Result(arch, recipe, ok=True, wall_s=wall, runtime=runtime, config=config, notes="; ".join(notes),
                   profile=where_time_went, **measured)
+
+
+def exact_error(log_text: str) -> str:
+    """The exception line a child process died with (the last ``Name: message`` line of its traceback), else its tail."""
+    import re
+
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*", line)]
+    return raised[-1] if raised else " ".join(lines[-3:])
+
+
+def run_unsloth(arch: str, recipe: str, model_dir: Path, data_dir: Path, out_root: Path, args: argparse.Namespace) -> Result:
+    """One ``unsloth-*`` recipe in its own process (``benchmarks.unsloth_recipe``), on the same model, data and steps.
+
+    The child gets ``--unsloth-site`` first on its ``PYTHONPATH`` (Unsloth's bundle with its pinned TRL and
+    datasets); its metrics.jsonl is read like ours. A failure keeps the exact error for the table.
+    """
+    import subprocess
+
+    import torch
+
+    description, overrides, settings, _ = UNSLOTH_RECIPES[recipe]
+    values = recipe_values(arch, recipe, dict(overrides), model_dir, data_dir, out_root, args)
+    run_dir = Path(values["output_dir"])
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    spec = run_dir.parent / f"{run_dir.name}.spec.json"
+    spec.write_text(json.dumps({"values": values, "unsloth": settings}, indent=2))
+    log = run_dir.parent / f"{run_dir.name}.log"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (args.unsloth_site, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if args.device == "cuda":
+        torch.cuda.empty_cache()  # the child needs the memory this process cached for the recipes before it
+    t0 = time.perf_counter()
+    try:
+        with log.open("w") as fh:
+            rc = subprocess.run([sys.executable, "-m", "benchmarks.unsloth_recipe", "--spec", str(spec)], stdout=fh,
+                                stderr=subprocess.STDOUT, check=False, env=env, timeout=args.unsloth_timeout_s).returncode
+    except subprocess.TimeoutExpired:
+        rc = f"timeout after {args.unsloth_timeout_s:.0f} s"
+    wall = time.perf_counter() - t0
+    text = log.read_text(errors="replace")
+    if rc != 0:
+        return Result(arch, recipe, ok=False, wall_s=wall, error=f"exit {rc}: {exact_error(text)}"[:400])
+    child = json.loads((spec.parent / f"{spec.stem}.result.json").read_text())
+    return Result(arch, recipe, ok=True, wall_s=child.get("wall_s", wall), runtime=child["runtime"],
+                  config={**child["config"], "packing": child["runtime"].get("packing")},
+                  notes=f"{description}; process wall {wall:.0f} s", **read_run(run_dir))
 
 
 def trainer_flags(values: dict[str, Any]) -> list[str]:
@@ -409,6 +472,16 @@ def machine_info(device: str) -> list[str]:
 
 def _recipe_text(rt: dict[str, Any], cfg: dict[str, Any]) -> str:
     """One cell describing what a run actually used (from its adapter card's runtime and config)."""
+    if rt.get("runner") == "unsloth":
+        gc_text = rt.get("gradient_checkpointing")
+        return ", ".join([
+            f"unsloth {rt.get('unsloth')}: {rt.get('quantization')}, {rt.get('precision')}, {rt.get('optim')}",
+            f"checkpointing {gc_text if gc_text else 'off'}",
+            f"batch {cfg.get('batch_size')} × {cfg.get('gradient_accumulation_steps', 1)}",
+            f"dropout {cfg.get('lora_dropout', 0):g}",
+            "packed" if rt.get("packing") else ("padding-free" if rt.get("padding_free") else "padded"),
+            f"attention {rt.get('attn_implementation') or '?'}",
+            f"trl {rt.get('trl')}"])
     parts = [f"{rt.get('base_dtype')}, {rt.get('precision')}, {rt.get('optim')}",
              f"checkpointing {'on' if rt.get('gradient_checkpointing') else 'off'}",
              f"liger {'on' if rt.get('liger') else 'off'}",
@@ -430,15 +503,15 @@ def table(results: list[Result], *, seed_job: tuple[int, int, int] = SEED_JOB) -
     """The results as a markdown table: whole-window and steady-state rates, each against the seed of the same run."""
     rows = ["| architecture | recipe | runtime | steps | non-padding tok/s (steps 1→N) | steady tok/s (median, steps "
             f"{STEADY_FROM}…N) | steady vs seed | peak GiB | first-step loss | validation loss after | "
-            "seed-size job at the steady rate |",
-            "|" + " --- |" * 11]
+            "seed-size job at the steady rate | whole run: tokens / wall s (load, compile, eval, save in) |",
+            "|" + " --- |" * 12]
     baseline = {r.arch: r.steady_tokens_per_s for r in results
                 if r.recipe.split(" ")[0] == "seed" and r.ok and r.steady_tokens_per_s}
     job_tokens = seed_job[0] * seed_job[1] * seed_job[2]
     fmt = lambda x, spec: format(x, spec) if x is not None else "n/a"  # noqa: E731
     for r in results:
         if not r.ok:
-            rows.append(f"| {r.arch} | {r.recipe} | failed: {r.error} | | | | | | | | |")
+            rows.append(f"| {r.arch} | {r.recipe} | failed: {r.error} | | | | | | | | | |")
             continue
         desc = _recipe_text(r.runtime, r.config)
         if r.notes:
@@ -446,9 +519,11 @@ def table(results: list[Result], *, seed_job: tuple[int, int, int] = SEED_JOB) -
         steady = r.steady_tokens_per_s
         ratio = f"{steady / baseline[r.arch]:.2f}×" if steady and baseline.get(r.arch) else "n/a"
         proj = f"{job_tokens / steady / 60:.1f} min" if steady else "n/a"
+        whole = (f"{r.total_tokens / r.wall_s:,.0f} ({r.total_tokens:,.0f} / {r.wall_s:.0f} s)"
+                 if r.total_tokens and r.wall_s else "n/a")
         rows.append(f"| {r.arch} | {r.recipe} | {desc} | {r.steps} | {fmt(r.tokens_per_s, ',.0f')} | "
                     f"{fmt(steady, ',.0f')} | {ratio} | {fmt(r.peak_gib, '.1f')} | {fmt(r.first_loss, '.3f')} | "
-                    f"{fmt(r.eval_loss, '.3f')} | {proj} |")
+                    f"{fmt(r.eval_loss, '.3f')} | {proj} | {whole} |")
     return "\n".join(rows)
 
 
@@ -469,7 +544,10 @@ def profile_text(results: list[Result]) -> str:
 def prediction_table(recipes: list[str]) -> str:
     """The written prediction of each recipe (made before measuring it)."""
     rows = ["| recipe | what it is | prediction |", "| --- | --- | --- |"]
-    rows += [f"| {name} | {RECIPES[name][0]} | {RECIPES[name][2]} |" for name in recipes]
+    for name in recipes:
+        what, prediction = ((UNSLOTH_RECIPES[name][0], UNSLOTH_RECIPES[name][3]) if name in UNSLOTH_RECIPES
+                            else (RECIPES[name][0], RECIPES[name][2]))
+        rows.append(f"| {name} | {what} | {prediction} |")
     return "\n".join(rows)
 
 
@@ -477,7 +555,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--archs", default="llama-1b,smollm2-135m", help="comma-separated: llama-1b, smollm2-135m, tiny")
-    parser.add_argument("--recipes", default=DEFAULT_RECIPES, help=f"comma-separated, run in this order: {', '.join(RECIPES)}")
+    parser.add_argument("--recipes", default=DEFAULT_RECIPES,
+                        help=f"comma-separated, run in this order: {', '.join([*RECIPES, *UNSLOTH_RECIPES])}")
     parser.add_argument("--steps", type=int, default=16,
                         help="optimiser steps of 16 examples per recipe (default 16; 6 proved too few for a steady state)")
     parser.add_argument("--max-seq-len", type=int, default=1024)
@@ -490,6 +569,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", nargs="?", const="all", default="",
                         help="profile two steady steps of these recipes (comma-separated; no value: all) with "
                              "torch.profiler and print where their time went; those steps are left out of the steady rate")
+    parser.add_argument("--unsloth-site", default=os.environ.get("UNSLOTH_SITE", "/tmp/site-unsloth"),
+                        help="folder put first on the unsloth-* recipes' PYTHONPATH (scripts/gpu/build_unsloth_bundle.sh)")
+    parser.add_argument("--unsloth-timeout-s", type=float, default=420,
+                        help="an unsloth-* recipe's child process is killed after this many seconds")
     parser.add_argument("--processes", type=int, default=0,
                         help="run each recipe as child processes: 1 (python -m trainer) or N (torchrun, DDP over N "
                              "GPUs; batch_size is per process). 0 (default): in this process")
@@ -505,7 +588,7 @@ def main(argv: list[str] | None = None) -> None:
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     from benchmarks.archs import ARCHS
 
-    unknown = [a for a in archs if a not in ARCHS] + [r for r in recipes if r not in RECIPES]
+    unknown = [a for a in archs if a not in ARCHS] + [r for r in recipes if r not in RECIPES and r not in UNSLOTH_RECIPES]
     if unknown:
         parser.error(f"unknown architecture or recipe: {', '.join(unknown)}")
     tokenizer_dir = Path(args.tokenizer) if args.tokenizer else _embedded_tokenizer_dir()
@@ -528,8 +611,10 @@ def main(argv: list[str] | None = None) -> None:
     print(header, flush=True)
 
     # Seed-style recipes (no Liger) of every architecture first, then the rest.
-    order = [(a, r) for r in recipes if RECIPES[r][1].get("liger") == "off" for a in archs]
-    order += [(a, r) for r in recipes if RECIPES[r][1].get("liger") != "off" for a in archs]
+    # Unsloth's recipes run in their own processes, so they may come anywhere; they keep their place in the list.
+    seed_style = [r for r in recipes if r in RECIPES and RECIPES[r][1].get("liger") == "off"]
+    order = [(a, r) for r in seed_style for a in archs]
+    order += [(a, r) for r in recipes if r not in seed_style for a in archs]
     results: list[Result] = []
     runs_root = scratch / "runs"
     for arch, recipe in order:
@@ -537,7 +622,8 @@ def main(argv: list[str] | None = None) -> None:
             results.append(Result(arch, recipe, ok=False, error="not run: over --budget-s"))
             continue
         model_dir = build_model_folder(arch, tokenizer_dir, scratch / "models", args.device)
-        print(f"# {arch} / {recipe}: {RECIPES[recipe][0]}", file=sys.stderr, flush=True)
+        what = UNSLOTH_RECIPES[recipe][0] if recipe in UNSLOTH_RECIPES else RECIPES[recipe][0]
+        print(f"# {arch} / {recipe}: {what}", file=sys.stderr, flush=True)
         res = run_recipe(arch, recipe, model_dir, data_dir, runs_root, args)
         results.append(res)
         print(f"# {arch} / {recipe}: {res.tokens_per_s or 0:,.0f} tok/s, steady {res.steady_tokens_per_s or 0:,.0f}, peak {res.peak_gib or 0:.1f} GiB, "
@@ -549,6 +635,9 @@ def main(argv: list[str] | None = None) -> None:
         metrics = runs_root / f"{arch}-{recipe}" / "metrics.jsonl"
         if metrics.is_file():
             shutil.copy2(metrics, out / f"{arch}-{recipe}.metrics.jsonl")
+        child_log = runs_root / f"{arch}-{recipe}.log"
+        if recipe in UNSLOTH_RECIPES and child_log.is_file():
+            shutil.copy2(child_log, out / f"{arch}-{recipe}.log")
     print("\n" + table(results) + "\n\n" + step_table(results) + "\n\n" + prediction_table(recipes))
     if args.profile:
         print("\n" + profile_text(results))
