@@ -13,6 +13,7 @@ so a user fixes a bad configuration in one pass.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -125,47 +126,80 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _shown(raw: Any, limit: int = 80) -> str:
+def shown_value(raw: Any, limit: int = 80) -> str:
     """``repr(raw)`` cut to ``limit`` characters, so a pasted megabyte does not flood the message."""
     text = repr(raw)
     return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(str(raw)):,} characters)"
 
 
-def _coerce(name: str, raw: Any, problems: list[str]) -> Any:
-    """Turn a raw TOML/env value into the field's type, recording a problem instead of raising."""
-    if name in _PATH_FIELDS:
+def convert_value(name: str, raw: Any, kind: type, problems: list[str]) -> Any:
+    """Turn a raw config value into ``kind``, recording a problem (and returning None) instead of raising.
+
+    The one converter for every config source: the app's TOML file and environment, the trainer's
+    YAML file, command-line flags and the admin form. ``kind`` is ``bool``, ``int``, ``float``,
+    ``list`` (of names, or one comma-separated string), ``str`` or ``Path`` (``~`` expanded, relative
+    to the project root). Text is stripped; a whole-valued float is a whole number (YAML reads
+    ``1e3`` as a float).
+    """
+    if kind is Path:
         if not isinstance(raw, (str, Path)) or not str(raw).strip() or "\0" in str(raw):
-            problems.append(f"{name}: expected a path, got {_shown(raw)}")
+            problems.append(f"{name}: expected a path, got {shown_value(raw)}")
             return None
         try:
             path = Path(str(raw)).expanduser()
         except RuntimeError as exc:  # "~someone" for a user that does not exist
-            problems.append(f"{name}: cannot expand {_shown(raw)} ({exc})")
+            problems.append(f"{name}: cannot expand {shown_value(raw)} ({exc})")
             return None
         return path if path.is_absolute() else (PROJECT_ROOT / path)
+    if kind is str and isinstance(raw, str) and "\0" in raw:
+        problems.append(f"{name}: contains a NUL character: {shown_value(raw)}")
+        return None
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE | _FALSE:
+                return text in _TRUE
+            raise ValueError("expected true or false")
+        if kind is int:
+            if isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer():
+                raise ValueError("expected a whole number")
+            if isinstance(raw, (int, float)):
+                return int(raw)
+            if not isinstance(raw, str):
+                raise ValueError("expected a whole number")
+            return int(raw.strip())  # ValueError also for over 4300 digits (Python's conversion limit)
+        if kind is float:
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            number = float(raw.strip()) if isinstance(raw, str) else float(raw)
+            if not math.isfinite(number):  # YAML .inf / .nan, "inf" on the command line: no range check catches all
+                raise ValueError("expected a finite number")
+            return number
+        if kind is list:
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
+                raise ValueError("expected a list of names")
+            return [x.strip() for x in items if x.strip()]
+        if raw is None:
+            return ""
+        if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+            raise ValueError("expected text")
+        return str(raw).strip()
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: int(1e400) from a YAML float
+        message = str(exc) if str(exc).startswith("expected") else {
+            int: "expected a whole number", float: "expected a number"}.get(kind, f"expected {kind.__name__}")
+        problems.append(f"{name}: {message}, got {shown_value(raw)}")
+        return None
+
+
+def _kind(name: str) -> type:
+    if name in _PATH_FIELDS:
+        return Path
     if name in _INT_FIELDS:
-        try:
-            if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-                raise ValueError
-            return int(str(raw).strip())
-        except ValueError:  # also an over-long digit string (Python's 4300-digit conversion limit)
-            problems.append(f"{name}: expected a whole number, got {_shown(raw)}")
-            return None
-    if name in _BOOL_FIELDS:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower() if isinstance(raw, (str, int)) else ""
-        if text in _TRUE | _FALSE:
-            return text in _TRUE
-        problems.append(f"{name}: expected true or false, got {_shown(raw)}")
-        return None
-    if not isinstance(raw, str):
-        problems.append(f"{name}: expected text, got {_shown(raw)}")
-        return None
-    if "\0" in raw:
-        problems.append(f"{name}: contains a NUL character: {_shown(raw)}")
-        return None
-    return raw.strip()
+        return int
+    return bool if name in _BOOL_FIELDS else str
 
 
 def _is_dir(path: str) -> bool:
@@ -179,7 +213,7 @@ def _is_dir(path: str) -> bool:
 def _validate(s: Settings) -> list[str]:
     problems: list[str] = []
     if s.device not in DEVICES:
-        problems.append(f"device: must be one of {', '.join(DEVICES)}, got {_shown(s.device)}")
+        problems.append(f"device: must be one of {', '.join(DEVICES)}, got {shown_value(s.device)}")
     for name, (lo, hi) in _INT_FIELDS.items():
         value = getattr(s, name)
         if not lo <= value <= hi:
@@ -188,23 +222,23 @@ def _validate(s: Settings) -> list[str]:
         problems.append("base_model: must not be empty (use 'embedded', a hub id or a local folder)")
     elif s.base_model != EMBEDDED_MODEL and s.base_model.startswith((".", "/", "~")):
         if not _is_dir(s.base_model):
-            problems.append(f"base_model: local folder {_shown(s.base_model)} does not exist")
+            problems.append(f"base_model: local folder {shown_value(s.base_model)} does not exist")
     if s.adapter not in (DEFAULT_ADAPTER, NO_ADAPTER) and not _is_dir(s.adapter):
-        problems.append(f"adapter: folder {_shown(s.adapter)} does not exist (use 'default', 'none' or a folder)")
+        problems.append(f"adapter: folder {shown_value(s.adapter)} does not exist (use 'default', 'none' or a folder)")
     if s.serving_backend not in SERVING_BACKENDS:
-        problems.append(f"serving_backend: must be one of {', '.join(SERVING_BACKENDS)}, got {_shown(s.serving_backend)}")
+        problems.append(f"serving_backend: must be one of {', '.join(SERVING_BACKENDS)}, got {shown_value(s.serving_backend)}")
     elif s.serving_backend == "openai" and not s.serving_url.startswith(("http://", "https://")):
         problems.append("serving_url: the openai backend needs the server's URL, like http://127.0.0.1:8080/v1, "
-                        f"got {_shown(s.serving_url)}")
+                        f"got {shown_value(s.serving_url)}")
     if s.serving_api_key_env and not s.serving_api_key_env.replace("_", "").isalnum():
-        problems.append(f"serving_api_key_env: must be an environment variable name, got {_shown(s.serving_api_key_env)}")
+        problems.append(f"serving_api_key_env: must be an environment variable name, got {shown_value(s.serving_api_key_env)}")
     if s.database_url and "://" not in s.database_url:
         problems.append("database_url: not a SQLAlchemy URL like postgresql+psycopg://user@host/db (value hidden)")
     try:
         if s.work_dir.exists() and not s.work_dir.is_dir():
             problems.append(f"work_dir: {s.work_dir} exists and is not a folder")
     except OSError as exc:  # e.g. a name too long for the file system
-        problems.append(f"work_dir: cannot use {_shown(str(s.work_dir))} ({exc.strerror or exc})")
+        problems.append(f"work_dir: cannot use {shown_value(str(s.work_dir))} ({exc.strerror or exc})")
     return problems
 
 
@@ -232,22 +266,22 @@ def load_settings(env: Mapping[str, str] | None = None, *, config_file: Path | N
             problems.append(f"config file {path} is not valid TOML: nested too deeply")
             table = {}
         except (OSError, ValueError) as exc:  # a folder, no permission, a NUL in the name
-            problems.append(f"config file {_shown(str(path))} cannot be read: {getattr(exc, 'strerror', None) or exc}")
+            problems.append(f"config file {shown_value(str(path))} cannot be read: {getattr(exc, 'strerror', None) or exc}")
             table = {}
         for key, raw in table.items():
             if key not in known:
-                problems.append(f"{path.name}: unknown setting {_shown(key)}")
+                problems.append(f"{path.name}: unknown setting {shown_value(key)}")
                 continue
-            values[key] = _coerce(key, raw, problems)
+            values[key] = convert_value(key, raw, _kind(key), problems)
 
     for key, raw in env.items():
         if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in known:
-            problems.append(f"{_shown(key)[1:-1]}: unknown setting (known: {', '.join(sorted(known))})")
+            problems.append(f"{shown_value(key)[1:-1]}: unknown setting (known: {', '.join(sorted(known))})")
             continue
-        values[name] = _coerce(name, raw, problems)
+        values[name] = convert_value(name, raw, _kind(name), problems)
 
     values = {k: v for k, v in values.items() if v is not None}
     settings = replace(Settings(), **values)

@@ -14,14 +14,13 @@ this GPU do bf16?) happen when training starts (``trainer.modeling.resolve_runti
 from __future__ import annotations
 
 import importlib.util
-import math
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from core.settings import EMBEDDED_MODEL, SettingsError, load_settings
+from core.settings import EMBEDDED_MODEL, SettingsError, convert_value, load_settings, shown_value
 
 CONFIG_FILE = "config.yaml"
 AUTO = "auto"
@@ -200,56 +199,15 @@ def _default_of(name: str) -> Any:
     return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
 
 
-def _shown(raw: Any, limit: int = 80) -> str:
-    """``repr(raw)`` cut to ``limit`` characters, so a pasted megabyte does not flood the message."""
-    text = repr(raw)
-    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text):,} characters)"
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
 def coerce_value(name: str, raw: Any, problems: list[str]) -> Any:
-    """Turn a YAML or command-line value into the field's type, recording a problem instead of raising."""
+    """Turn a YAML or command-line value into the field's type (``core.settings.convert_value``),
+    recording a problem instead of raising."""
     default = _default_of(name)
-    try:
-        if isinstance(default, bool):
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in _TRUE | _FALSE:
-                return text in _TRUE
-            raise ValueError("expected true or false")
-        if isinstance(default, int):
-            if isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer():
-                raise ValueError("expected a whole number")
-            return int(str(raw).strip()) if not isinstance(raw, (int, float)) else int(raw)
-        if isinstance(default, float):
-            if isinstance(raw, bool):
-                raise ValueError("expected a number")
-            number = float(str(raw).strip()) if not isinstance(raw, (int, float)) else float(raw)
-            if not math.isfinite(number):  # YAML .inf / .nan, "inf" on the command line: no range check catches all
-                raise ValueError("expected a finite number")
-            return number
-        if isinstance(default, list):
-            items = raw.split(",") if isinstance(raw, str) else raw
-            if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
-                raise ValueError("expected a list of names")
-            return [x.strip() for x in items if x.strip()]
-        if raw is None:
-            return ""
-        if isinstance(raw, bool) and field_choices(name) and {"true", "false"} <= set(field_choices(name) or ()):
-            return "true" if raw else "false"
-        if isinstance(raw, bool) and name == "liger":
-            return "on" if raw else "off"  # YAML reads a bare on/off as a boolean
-        if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
-            raise ValueError("expected text")
-        return str(raw).strip()
-    except (ValueError, OverflowError) as exc:  # OverflowError: int(1e400) from a YAML float
-        message = str(exc) if str(exc).startswith("expected") else f"expected {type(default).__name__}"
-        problems.append(f"{name}: {message}, got {_shown(raw)}")
-        return None
+    if isinstance(default, str) and isinstance(raw, bool) and field_choices(name) and {"true", "false"} <= set(field_choices(name) or ()):
+        return "true" if raw else "false"
+    if isinstance(default, str) and isinstance(raw, bool) and name == "liger":
+        return "on" if raw else "off"  # YAML reads a bare on/off as a boolean
+    return convert_value(name, raw, type(default), problems)
 
 
 def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
@@ -259,7 +217,7 @@ def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
         choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
         if choices and value not in choices:
-            problems.append(f"{f.name}: must be one of {', '.join(choices)}; got {_shown(value)}")
+            problems.append(f"{f.name}: must be one of {', '.join(choices)}; got {shown_value(value)}")
 
     def need(cond: bool, message: str) -> None:
         if not cond:
@@ -319,13 +277,13 @@ def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
     if not cfg.model_name.strip():
         problems.append("model_name: must not be empty (use 'embedded', a hub id or a local folder)")
     elif "\0" in cfg.model_name:
-        problems.append(f"model_name: not a name or path ({_shown(cfg.model_name)})")
+        problems.append(f"model_name: not a name or path ({shown_value(cfg.model_name)})")
     elif cfg.model_name.endswith(".gguf"):
         if not _path_test(cfg.model_name, Path.is_file):
-            problems.append(f"model_name: GGUF file {_shown(cfg.model_name)} does not exist")
+            problems.append(f"model_name: GGUF file {shown_value(cfg.model_name)} does not exist")
     elif cfg.model_name != EMBEDDED_MODEL and cfg.model_name.startswith((".", "/", "~")):
         if not _path_test(cfg.model_name, Path.is_dir):
-            problems.append(f"model_name: local folder {_shown(cfg.model_name)} does not exist")
+            problems.append(f"model_name: local folder {shown_value(cfg.model_name)} does not exist")
     if check_files:
         problems += _check_paths(cfg)
     return problems
@@ -389,7 +347,7 @@ def build_config(values: Mapping[str, Any], *, base: TrainConfig | None = None, 
         if key not in FIELD_NAMES:
             close = [n for n in FIELD_NAMES if n.replace("_", "") == str(key).replace("_", "").replace("-", "")]
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{where}unknown setting {_shown(key)}{hint}")
+            problems.append(f"{where}unknown setting {shown_value(key)}{hint}")
             continue
         value = coerce_value(key, raw, problems)
         if value is not None:
@@ -409,7 +367,7 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], list[str]]:
     except RecursionError:
         return {}, [f"config file {path} is not valid YAML: nested too deeply"]
     except (OSError, ValueError) as exc:  # a folder, no permission, a NUL in the name
-        return {}, [f"config file {_shown(str(path))} cannot be read: {getattr(exc, 'strerror', None) or exc}"]
+        return {}, [f"config file {shown_value(str(path))} cannot be read: {getattr(exc, 'strerror', None) or exc}"]
     if data is None:
         return {}, []
     if not isinstance(data, dict):

@@ -94,7 +94,7 @@ def test_form_reports_every_problem_with_the_trainers_messages(engine, admin, wo
     assert shown.startswith("The run cannot start")
     for problem in err.value.problems:
         assert f"- {problem}" in shown
-    assert "max_steps: expected int, got 'abc'" in shown and "train.jsonl does not exist" in shown
+    assert "max_steps: expected a whole number, got 'abc'" in shown and "train.jsonl does not exist" in shown
     assert not at.code  # no command for an invalid config
     button(at, "Start training").click().run()
     assert "lora_r: must be between 1 and 1024; got 0" in error_text(at)
