@@ -107,21 +107,8 @@ def filter_items(
     return [picked[k] for k in sorted(picked)]
 
 
-def sample_items(
-    bank: Sequence[Record],
-    *,
-    n: int,
-    seed: int,
-    sources: Collection[str] | None = None,
-    subjects: Collection[str] | None = None,
-    steps: Collection[str] | None = None,
-    kinds: Collection[str] | None = None,
-    exclude_ids: Collection[str] = (),
-    only_ids: Collection[str] | None = None,
-    include_flagged: bool = False,
-    retired_ids: Collection[str] = (),
-) -> list[Record]:
-    """``n`` distinct items drawn at random from those passing :func:`filter_items`.
+def sample_items(bank: Sequence[Record], *, n: int, seed: int, **filters: Any) -> list[Record]:
+    """``n`` distinct items drawn at random from those passing :func:`filter_items` (``filters`` are its keywords).
 
     Deterministic: the same bank (in any order), filters and ``seed`` give the same items in the
     same order. For "only unseen" pass the seen ids as ``exclude_ids``; for "only previously
@@ -132,17 +119,7 @@ def sample_items(
     """
     if n < 1:
         raise ValueError(f"The number of questions must be at least 1 (got {n}).")
-    pool = filter_items(
-        bank,
-        sources=sources,
-        subjects=subjects,
-        steps=steps,
-        kinds=kinds,
-        exclude_ids=exclude_ids,
-        only_ids=only_ids,
-        include_flagged=include_flagged,
-        retired_ids=retired_ids,
-    )
+    pool = filter_items(bank, **filters)
     if len(pool) < n:
         raise NotEnoughItemsError(n, len(pool))
     return random.Random(seed).sample(pool, n)
@@ -216,6 +193,10 @@ class OverrideError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("Invalid override: " + "; ".join(problems))
+
+
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+"""What an option key may be."""
 
 
 def validate_override(record: Record, override: Mapping[str, Any]) -> list[str]:

@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from core import quiz as quiz_core
 from core.quiz import AttemptResult, OverrideError, QuizAnalytics, apply_override, validate_override
-from core.quiz_catalog import Catalog, EditInfo, edit_fields
+from core.quiz_catalog import Catalog, edit_fields
 from core.quiz_import import quiz_set_to_csv, results_to_csv
 from core.quiz_text import preview
 from core.records import Record

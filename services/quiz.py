@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -371,19 +371,29 @@ def _index_of(sitting: Sitting, position: int) -> int:
     raise AttemptError(f"This attempt has no question {position + 1}.")
 
 
+_WRONG_KIND = {"mcq": "This question takes a written answer.", "open": "This question is multiple choice."}
+
+
+def _changeable_item(session: Session, catalog: Catalog, attempt_id: int, user_id: int, position: int,
+                     now: datetime, *, kind: str) -> SittingItem:
+    """The item at ``position`` if it is of ``kind`` and its answer may still change."""
+    sitting = _open_sitting(session, catalog, attempt_id, user_id, now)
+    index = _index_of(sitting, position)
+    item = sitting.items[index]
+    if item.record.kind != kind:
+        raise AttemptError(_WRONG_KIND[kind])
+    if sitting.locked(index, now):
+        raise AttemptError("This answer can no longer change.")
+    return item
+
+
 def choose(*, session: Session, catalog: Catalog, attempt_id: int, user_id: int, position: int, choice: str | None,
            now: datetime) -> bool | None:
     """Save a multiple-choice answer (None clears it, exam mode only); returns whether it is correct.
 
     Tutor mode locks an item once answered; exam mode allows changes until submission.
     """
-    sitting = _open_sitting(session, catalog, attempt_id, user_id, now)
-    index = _index_of(sitting, position)
-    item = sitting.items[index]
-    if item.record.kind != "mcq":
-        raise AttemptError("This question takes a written answer.")
-    if sitting.locked(index, now):
-        raise AttemptError("This answer can no longer change.")
+    item = _changeable_item(session, catalog, attempt_id, user_id, position, now, kind="mcq")
     if choice is not None and choice not in (item.record.options or {}):
         raise AttemptError(f"{choice!r} is not one of this question's options.")
     correct = None if choice is None else quiz_core.grade_mcq(item.record, choice)
@@ -395,13 +405,7 @@ def choose(*, session: Session, catalog: Catalog, attempt_id: int, user_id: int,
 def save_text(*, session: Session, catalog: Catalog, attempt_id: int, user_id: int, position: int, text: str,
               now: datetime) -> float:
     """Save a written answer to an open-ended item; returns its ROUGE-L against the reference answer."""
-    sitting = _open_sitting(session, catalog, attempt_id, user_id, now)
-    index = _index_of(sitting, position)
-    item = sitting.items[index]
-    if item.record.kind != "open":
-        raise AttemptError("This question is multiple choice.")
-    if sitting.locked(index, now):
-        raise AttemptError("This answer can no longer change.")
+    item = _changeable_item(session, catalog, attempt_id, user_id, position, now, kind="open")
     text = (text or "").strip()
     if not text:
         raise AttemptError("Write an answer first.")

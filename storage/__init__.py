@@ -9,6 +9,7 @@
 - ``attempts``    quiz attempts and answers
 - ``reviews``     spaced-repetition cards
 - ``training``    training runs and the adapter registry
+- ``rows``        save one row / delete one row by id (the unit of work most functions end with)
 
 Repository functions take a keyword-only ``session`` and commit their own unit of work::
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlmodel import Session, col, delete, func, select
 
-from storage import login_throttle, passwords
+from storage import login_throttle, passwords, rows
 from storage.login_throttle import SignInThrottled  # noqa: F401  (re-exported: authenticate raises it)
 from storage.models import ROLES, LoginFailure, User, utcnow
 
@@ -43,13 +43,6 @@ def username_problems(username: str) -> list[str]:
 def _check_role(role: str) -> None:
     if role not in ROLES:
         raise AccountError(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
-
-
-def _save(session: Session, user: User) -> User:
-    session.add(user)
-    session.commit()
-    session.refresh(user)
-    return user
 
 
 def _require(session: Session, user_id: int) -> User:
@@ -98,7 +91,7 @@ def create_user(*, session: Session, username: str, password: str | None, role: 
     password_hash = passwords.hash_password(password) if password is not None else None
     if get_user_by_username(session=session, username=name) is not None:
         raise AccountError(f"The username {name!r} is already taken.")
-    return _save(session, User(username=name, password_hash=password_hash, role=role))
+    return rows.save(session, User(username=name, password_hash=password_hash, role=role))
 
 
 def create_first_admin(*, session: Session, username: str, password: str) -> User:
@@ -134,7 +127,7 @@ def authenticate(*, session: Session, username: str, password: str, now: datetim
     user = session.get(User, user_id)
     if user is not None and passwords.needs_rehash(password_hash):
         user.password_hash = passwords.hash_password(password)
-        _save(session, user)
+        rows.save(session, user)
     return user
 
 
@@ -150,7 +143,7 @@ def set_role(*, session: Session, user_id: int, role: str) -> User:
     if user.role == "admin" and role != "admin" and user.active and _active_admins(session) <= 1:
         raise AccountError("This is the only active administrator; make someone else an admin first.")
     user.role = role
-    return _save(session, user)
+    return rows.save(session, user)
 
 
 def set_password(*, session: Session, user_id: int, password: str) -> User:
@@ -175,7 +168,7 @@ def set_active(*, session: Session, user_id: int, active: bool) -> User:
     if not active and user.active and user.role == "admin" and _active_admins(session) <= 1:
         raise AccountError("This is the only active administrator; it cannot be deactivated.")
     user.active = active
-    return _save(session, user)
+    return rows.save(session, user)
 
 
 def acknowledge_disclaimer(*, session: Session, user_id: int) -> User:
@@ -183,7 +176,7 @@ def acknowledge_disclaimer(*, session: Session, user_id: int) -> User:
     user = _require(session, user_id)
     if user.acknowledged_disclaimer_at is None:
         user.acknowledged_disclaimer_at = utcnow()
-        _save(session, user)
+        rows.save(session, user)
     return user
 
 
@@ -245,5 +238,5 @@ def user_for_oidc(*, session: Session, claims: Mapping[str, Any], create_missing
             role=role_from_claims(claims),
             oidc_subject=subject,
         )
-        user = _save(session, user)
+        user = rows.save(session, user)
     return user if user.active else None

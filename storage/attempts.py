@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from sqlmodel import Session, col, func, select
 
+from storage import rows
 from storage.models import ATTEMPT_STATUSES, QUIZ_MODES, SELF_GRADES, Attempt, AttemptItem, QuizSet, utcnow
 
 
@@ -123,10 +124,7 @@ def record_answer(
             setattr(item, name, value)
     if any(not isinstance(changes[name], _Unset) for name in ("chosen", "free_text", "self_grade")):
         item.answered_at = utcnow()
-    session.add(item)
-    session.commit()
-    session.refresh(item)
-    return item
+    return rows.save(session, item)
 
 
 def score_items(items: Sequence[AttemptItem]) -> float:
@@ -152,10 +150,7 @@ def finish_attempt(
     attempt.status = status
     attempt.finished_at = utcnow()
     attempt.score = score if score is not None else score_items(attempt_items(session=session, attempt_id=attempt_id))
-    session.add(attempt)
-    session.commit()
-    session.refresh(attempt)
-    return attempt
+    return rows.save(session, attempt)
 
 
 def unfinished_attempt(*, session: Session, user_id: int, quiz_set_id: int | None = None) -> Attempt | None:
@@ -213,12 +208,7 @@ def count_attempts(*, session: Session, user_id: int, quiz_set_id: int) -> int:
 
 def delete_attempt(*, session: Session, attempt_id: int) -> bool:
     """Delete an attempt and (by cascade) its answers; False if it does not exist."""
-    attempt = session.get(Attempt, attempt_id)
-    if attempt is None:
-        return False
-    session.delete(attempt)
-    session.commit()
-    return True
+    return rows.delete(session, Attempt, attempt_id)
 
 
 def seen_item_ids(*, session: Session, user_id: int) -> set[str]:

@@ -22,6 +22,7 @@ from sqlalchemy import or_
 from sqlmodel import Session, col, func, select
 
 from storage import attempts as attempts_repo
+from storage import rows
 from storage.models import CASE_RUN_STATUSES, Attempt, AttemptItem, CaseRun, GenerationEvent, QuizSet, User
 
 EntryKind = Literal["case", "quiz"]
@@ -119,12 +120,7 @@ def list_case_runs(*, session: Session, user_id: int, limit: int = 50) -> list[C
 
 def delete_case_run(*, session: Session, run_id: int) -> bool:
     """Delete one case run (nothing else); False if it does not exist."""
-    run = session.get(CaseRun, run_id)
-    if run is None:
-        return False
-    session.delete(run)
-    session.commit()
-    return True
+    return rows.delete(session, CaseRun, run_id)
 
 
 # -- who may see what --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, delete, func, select
 
+from storage import rows
 from storage.models import LoginFailure, utcnow
 
 MAX_FAILURES = 5
@@ -82,10 +83,7 @@ def begin_attempt(*, session: Session, username: str, now: datetime | None = Non
 def record_failure(*, session: Session, username: str, at: datetime | None = None) -> LoginFailure:
     """Count one failed sign-in for ``username`` (for tests and imports of old failures)."""
     failure = LoginFailure(username=throttle_key(username), created_at=at or utcnow())
-    session.add(failure)
-    session.commit()
-    session.refresh(failure)
-    return failure
+    return rows.save(session, failure)
 
 
 def count_failures(*, session: Session, username: str, now: datetime | None = None) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlmodel import Session, col, delete, func, select
 
+from storage import rows
 from storage.models import QUIZ_MODES, ImportedItem, ItemOverride, QuizSet, QuizSetItem, utcnow
 
 QUIZ_SET_FIELDS = ("title", "description", "mode", "time_limit_s", "passing_score", "attempts_allowed")
@@ -55,10 +56,7 @@ def create_quiz_set(
     if problems:
         raise QuizError(" ".join(problems))
     quiz_set = QuizSet(owner_id=owner_id, **{**values, "title": title.strip()})
-    session.add(quiz_set)
-    session.commit()
-    session.refresh(quiz_set)
-    return quiz_set
+    return rows.save(session, quiz_set)
 
 
 def get_quiz_set(*, session: Session, quiz_set_id: int) -> QuizSet | None:
@@ -87,10 +85,7 @@ def update_quiz_set(*, session: Session, quiz_set_id: int, **changes: Any) -> Qu
     for name, value in changes.items():
         setattr(quiz_set, name, value.strip() if name == "title" else value)
     quiz_set.updated_at = utcnow()
-    session.add(quiz_set)
-    session.commit()
-    session.refresh(quiz_set)
-    return quiz_set
+    return rows.save(session, quiz_set)
 
 
 def set_published(*, session: Session, quiz_set_id: int, published: bool) -> QuizSet:
@@ -102,10 +97,7 @@ def set_published(*, session: Session, quiz_set_id: int, published: bool) -> Qui
         raise QuizError("Add at least one question before publishing.")
     quiz_set.published = published
     quiz_set.updated_at = utcnow()
-    session.add(quiz_set)
-    session.commit()
-    session.refresh(quiz_set)
-    return quiz_set
+    return rows.save(session, quiz_set)
 
 
 def set_quiz_set_items(*, session: Session, quiz_set_id: int, item_ids: Sequence[str]) -> list[str]:
@@ -132,12 +124,7 @@ def quiz_set_item_ids(*, session: Session, quiz_set_id: int) -> list[str]:
 
 def delete_quiz_set(*, session: Session, quiz_set_id: int) -> bool:
     """Delete a set and its item list; attempts made on it stay (as ad-hoc attempts). False if absent."""
-    quiz_set = session.get(QuizSet, quiz_set_id)
-    if quiz_set is None:
-        return False
-    session.delete(quiz_set)
-    session.commit()
-    return True
+    return rows.delete(session, QuizSet, quiz_set_id)
 
 
 # -- item overrides ----------------------------------------------------------------------------------------------
@@ -162,10 +149,7 @@ def add_override(
         explanation=explanation,
         retired=retired,
     )
-    session.add(override)
-    session.commit()
-    session.refresh(override)
-    return override
+    return rows.save(session, override)
 
 
 def latest_overrides(*, session: Session, item_ids: Iterable[str] | None = None) -> dict[str, ItemOverride]:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, func, select
 
+from storage import rows
 from storage.models import GenerationEvent, utcnow
 
 WINDOW = timedelta(hours=1)
@@ -20,10 +21,7 @@ WINDOW = timedelta(hours=1)
 
 def record_generation(*, session: Session, user_id: int, kind: str = "case_study", at: datetime | None = None) -> GenerationEvent:
     event = GenerationEvent(user_id=user_id, kind=kind, created_at=at or utcnow())
-    session.add(event)
-    session.commit()
-    session.refresh(event)
-    return event
+    return rows.save(session, event)
 
 
 def count_generations(*, session: Session, user_id: int, since: datetime) -> int:

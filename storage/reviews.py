@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from storage import rows
 from storage.models import ReviewCard, utcnow
 
 
@@ -25,10 +26,7 @@ def save_review_card(*, session: Session, user_id: int, item_id: str, card: dict
     row.card = dict(card)
     row.due = due
     row.updated_at = utcnow()
-    session.add(row)
-    session.commit()
-    session.refresh(row)
-    return row
+    return rows.save(session, row)
 
 
 def due_review_cards(

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select, update
 
+from storage import rows
 from storage.models import TRAINING_STATUSES, AdapterRecord, TrainingRun
 
 FINISHED_STATUSES = ("stopped", "completed", "failed", "cancelled", "interrupted")
@@ -36,10 +37,7 @@ def create_training_run(
 ) -> TrainingRun:
     _check_status(status)
     run = TrainingRun(run_dir=run_dir, config=dict(config), status=status, pid=pid, started_by_id=started_by_id)
-    session.add(run)
-    session.commit()
-    session.refresh(run)
-    return run
+    return rows.save(session, run)
 
 
 def get_training_run(*, session: Session, run_id: int) -> TrainingRun | None:
@@ -80,10 +78,7 @@ def update_training_run(
         run.finished_at = finished_at
     if final_metrics is not None:
         run.final_metrics = dict(final_metrics)
-    session.add(run)
-    session.commit()
-    session.refresh(run)
-    return run
+    return rows.save(session, run)
 
 
 def register_adapter(
@@ -102,10 +97,7 @@ def register_adapter(
     record.name, record.base_model, record.card = name, base_model, dict(card)
     if training_run_id is not None:
         record.training_run_id = training_run_id
-    session.add(record)
-    session.commit()
-    session.refresh(record)
-    return record
+    return rows.save(session, record)
 
 
 def list_adapters(*, session: Session) -> list[AdapterRecord]:

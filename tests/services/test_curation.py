@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from sqlmodel import Session
 
-from core.quiz import NotEnoughItemsError, OverrideError
+from core.quiz import OverrideError
 from core.quiz_import import parse_import
 from services import curation, quiz
-from services.quiz import AdHocSpec
-from storage import quizzes, reviews
-from storage.attempts import AttemptError
-from storage.models import Attempt, User
-from tests.services.quiz_world import BANK_INDEX, MCQ, catalog, load, published_set, wrong
+from storage import quizzes
+from tests.services.quiz_world import MCQ, catalog, load, published_set, wrong
 
 
 def test_edits_store_only_changes_and_keep_retirement(session: Session, make_user) -> None:

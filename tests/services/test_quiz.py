@@ -8,14 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session
 
-from core.quiz import NotEnoughItemsError, OverrideError
-from core.quiz_import import parse_import
+from core.quiz import NotEnoughItemsError
 from services import curation, quiz
 from services.quiz import AdHocSpec
 from storage import quizzes, reviews
 from storage.attempts import AttemptError
 from storage.models import Attempt, User
-from tests.services.quiz_world import BANK_INDEX, MCQ, catalog, load, published_set, wrong
+from tests.services.quiz_world import catalog, load, published_set, wrong
 
 
 def test_quiz_set_sitting_copies_its_settings_and_leaves_out_retired_and_vanished_items(
