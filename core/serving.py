@@ -156,7 +156,7 @@ def _lora_matches(entry: dict[str, Any], adapter_dir: Path, manifest: dict[str, 
             except OSError:
                 return False
     name = Path(str(entry.get("path", ""))).name
-    return name == adapter_dir.name or name.startswith(adapter_dir.name + ".")
+    return name == adapter_dir.name or name.startswith((adapter_dir.name + ".", adapter_dir.name + "-"))
 
 
 class OpenAIBackend:
@@ -182,6 +182,7 @@ class OpenAIBackend:
         first_token_timeout_s: float = 60.0,
         stall_timeout_s: float = 30.0,
         manifest_path: Path | None = None,
+        request_extra: dict[str, Any] | None = None,
         poll_s: float = 0.2,
     ) -> None:
         self.url = url.rstrip("/")
@@ -195,6 +196,8 @@ class OpenAIBackend:
         self.first_token_timeout_s = first_token_timeout_s
         self.stall_timeout_s = stall_timeout_s
         self.manifest_path = manifest_path
+        self.request_extra = dict(request_extra or {})
+        """Extra fields for every completion request (a benchmark's ``ignore_eos``, a server's own options)."""
         self.poll_s = poll_s
         self._info: tuple[float, ServerInfo] | None = None
         self._info_lock = threading.Lock()
@@ -427,7 +430,7 @@ class OpenAIBackend:
         without new text. Closing the iterator abandons the request (the server stops generating)."""
         body: dict[str, Any] = {
             "model": info.model, "prompt": prompt, "max_tokens": int(max_tokens), "stream": True,
-            "temperature": float(settings.temperature), **info.request,
+            "temperature": float(settings.temperature), **info.request, **self.request_extra,
         }
         if settings.temperature > 0:
             body["top_p"] = float(settings.top_p)

@@ -391,7 +391,7 @@ def _show_result(run: inference.CaseRun) -> None:
         if run.forced:
             st.caption(f":material/warning: {FORCED[run.forced]}")
         served_by = f" · {run.settings['engine']}" if run.settings.get("engine") else ""
-        st.caption(f"{run.base_model} · adapter: {run.adapter}{served_by} · {_stats_line(run.stats)}")
+        st.caption(f"{run.base_model} · adapter: {run.adapter} · {_stats_line(run.stats)}{served_by}")
 
     example = st.session_state.cs_example
     if example and example["id"] == run.example_id:
