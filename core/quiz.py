@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -62,6 +62,30 @@ def step_of(record: Record) -> str | None:
     return next((t for t in record.tags if t in STEP_TAGS), None)
 
 
+def facet_matcher(
+    *,
+    sources: Collection[str] | None = None,
+    subjects: Collection[str] | None = None,
+    steps: Collection[str] | None = None,
+    kinds: Collection[str] | None = None,
+) -> Callable[[Record], bool]:
+    """Whether a record's source, subject, kind and Step tags pass the filters (``None`` lets all through).
+
+    Raises ``ValueError`` for a Step tag that is not one of :data:`STEP_TAGS`.
+    """
+    steps_set = None if steps is None else set(steps)
+    unknown_steps = (steps_set or set()) - set(STEP_TAGS)
+    if unknown_steps:
+        raise ValueError(f"Unknown Step tag(s) {sorted(unknown_steps)}; expected one of {list(STEP_TAGS)}.")
+
+    def matches(rec: Record) -> bool:
+        return ((sources is None or rec.source in sources) and (subjects is None or rec.subject in subjects)
+                and (kinds is None or rec.kind in kinds)
+                and (steps_set is None or bool(steps_set.intersection(rec.tags))))
+
+    return matches
+
+
 def filter_items(
     bank: Iterable[Record],
     *,
@@ -82,23 +106,14 @@ def filter_items(
     """
     exclude = set(exclude_ids) | set(retired_ids)
     only = None if only_ids is None else set(only_ids)
-    steps_set = None if steps is None else set(steps)
-    unknown_steps = (steps_set or set()) - set(STEP_TAGS)
-    if unknown_steps:
-        raise ValueError(f"Unknown Step tag(s) {sorted(unknown_steps)}; expected one of {list(STEP_TAGS)}.")
+    matches = facet_matcher(sources=sources, subjects=subjects, steps=steps, kinds=kinds)
     picked: dict[str, Record] = {}
     for rec in bank:
         if rec.id in picked or rec.id in exclude:
             continue
         if only is not None and rec.id not in only:
             continue
-        if sources is not None and rec.source not in sources:
-            continue
-        if subjects is not None and rec.subject not in subjects:
-            continue
-        if kinds is not None and rec.kind not in kinds:
-            continue
-        if steps_set is not None and not steps_set.intersection(rec.tags):
+        if not matches(rec):
             continue
         if not include_flagged and is_flagged(rec):
             continue

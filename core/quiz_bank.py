@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from core.quiz import STEP_TAGS
+from core.quiz import facet_matcher
 from core.records import Record
 
 OCR_FLAG = "ocr-suspect"
@@ -106,20 +106,12 @@ def browse(
     """
     if ocr not in OCR_FILTERS:
         raise ValueError(f"OCR filter must be one of {list(OCR_FILTERS)}, got {ocr!r}.")
-    unknown_steps = set(steps or ()) - set(STEP_TAGS)
-    if unknown_steps:
-        raise ValueError(f"Unknown Step tag(s) {sorted(unknown_steps)}; expected one of {list(STEP_TAGS)}.")
+    matches = facet_matcher(sources=sources, subjects=subjects, steps=steps, kinds=kinds)
     terms = query_terms(query)
     text_of = haystack or search_text
     out = []
     for record in records:
-        if sources is not None and record.source not in sources:
-            continue
-        if subjects is not None and record.subject not in subjects:
-            continue
-        if kinds is not None and record.kind not in kinds:
-            continue
-        if steps is not None and not set(steps).intersection(record.tags):
+        if not matches(record):
             continue
         flagged = has_flag(record, OCR_FLAG)
         if (ocr == "only" and not flagged) or (ocr == "exclude" and flagged):

@@ -47,6 +47,12 @@ POOL_LABELS = {"all": "All questions", "unseen": "Only questions I have not seen
 MODE_LABELS = {"tutor": "Tutor (feedback after each answer)", "exam": "Exam (timed, feedback at the end)"}
 
 
+def read(query: Callable[..., Any], **kwargs: Any) -> Any:
+    """One read from ``services.quiz`` for the signed-in student, in its own session."""
+    with Session(engine) as session:
+        return query(session=session, user_id=user.id, **kwargs)
+
+
 def load_catalog() -> Catalog:
     with Session(engine) as session:
         return quiz.load_catalog(session=session, bank=bank)
@@ -471,8 +477,7 @@ def show_results(sitting: Sitting) -> None:
 
 
 def published_tab() -> None:
-    with Session(engine) as session:
-        published = quiz.published_quizzes(session=session, user_id=user.id)
+    published = read(quiz.published_quizzes)
     if not published:
         st.info("No quizzes are published yet. Build your own in the next tab.")
         return
@@ -543,8 +548,7 @@ def ad_hoc_tab(catalog: Catalog) -> None:
 
 
 def review_tab(catalog: Catalog) -> None:
-    with Session(engine) as session:
-        due = quiz.due_item_ids(session=session, catalog=catalog, user_id=user.id, now=quiz.current_time())
+    due = read(quiz.due_item_ids, catalog=catalog, now=quiz.current_time())
     st.caption("Questions you missed or flagged come back here on a spaced-repetition schedule (FSRS).")
     if not due:
         st.info("Nothing is due for review right now.")
@@ -555,8 +559,7 @@ def review_tab(catalog: Catalog) -> None:
 
 
 def results_tab() -> None:
-    with Session(engine) as session:
-        rows = quiz.student_history(session=session, user_id=user.id)
+    rows = read(quiz.student_history)
     if not rows:
         st.info("Your finished quizzes will appear here.")
         return
@@ -579,8 +582,7 @@ def results_tab() -> None:
 # -- the page ----------------------------------------------------------------------------------------------------
 
 if st.session_state["quiz_attempt"] is None:
-    with Session(engine) as session:
-        resumable = quiz.resume_id(session=session, user_id=user.id)
+    resumable = read(quiz.resume_id)
     if resumable is not None:
         open_attempt(resumable)
         st.session_state["quiz_resumed"] = True
@@ -588,10 +590,8 @@ if st.session_state["quiz_attempt"] is None:
 catalog = load_catalog()
 sitting: Sitting | None = None
 if st.session_state["quiz_attempt"] is not None:
-    with Session(engine) as session:
-        sitting, timed_out = quiz.open_sitting(session=session, catalog=catalog,
-                                               attempt_id=st.session_state["quiz_attempt"], user_id=user.id,
-                                               now=quiz.current_time())
+    sitting, timed_out = read(quiz.open_sitting, catalog=catalog, attempt_id=st.session_state["quiz_attempt"],
+                              now=quiz.current_time())
     if timed_out:
         flash("warning", "Time is up: your exam was submitted automatically.")
     if sitting is None or not sitting.items:

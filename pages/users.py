@@ -1,5 +1,8 @@
 """Users page (admins): create accounts, change roles, reset passwords, deactivate and reactivate."""
 
+from collections.abc import Callable
+from typing import Any
+
 import streamlit as st
 from sqlmodel import Session
 
@@ -18,6 +21,16 @@ if "users_flash" in st.session_state:
 def _done(message: str) -> None:
     st.session_state["users_flash"] = message
     st.rerun()
+
+
+def _change(action: Callable[..., Any], **kwargs: Any) -> Any:
+    """One account change in its own session; a refusal is shown and gives None."""
+    try:
+        with Session(engine) as session:
+            return action(session=session, **kwargs)
+    except AccountError as exc:
+        st.error(str(exc))
+        return None
 
 
 with Session(engine) as session:
@@ -45,13 +58,9 @@ with st.form("create_user", clear_on_submit=True):
                                  help=f"At least {MIN_PASSWORD_LENGTH} characters; ask the user to change it.")
     new_role = st.selectbox("Role", ROLES, key="new_role")
     if st.form_submit_button("Create account", type="primary"):
-        try:
-            with Session(engine) as session:
-                created = accounts.create_user(session=session, username=new_username, password=new_password,
-                                               role=new_role)
+        created = _change(accounts.create_user, username=new_username, password=new_password, role=new_role)
+        if created is not None:
             _done(f"Created {created.username} ({created.role}).")
-        except AccountError as exc:
-            st.error(str(exc))
 
 st.subheader("Change an account")
 by_id = {u.id: u for u in users}
@@ -69,33 +78,20 @@ role_col, password_col, active_col = st.columns(3)
 with role_col:
     role = st.selectbox("Role", ROLES, index=ROLES.index(chosen.role), key=f"role_{chosen.id}")
     if st.button("Change role", key="change_role", disabled=role == chosen.role):
-        try:
-            with Session(engine) as session:
-                accounts.set_role(session=session, user_id=chosen.id, role=role)
+        if _change(accounts.set_role, user_id=chosen.id, role=role) is not None:
             _done(f"{chosen.username} is now {role}.")
-        except AccountError as exc:
-            st.error(str(exc))
 with password_col:
     new_pw = st.text_input("New password", type="password", key=f"reset_password_{chosen.id}")
     if st.button("Reset password", key="reset_password"):
-        try:
-            with Session(engine) as session:
-                accounts.set_password(session=session, user_id=chosen.id, password=new_pw)
+        if _change(accounts.set_password, user_id=chosen.id, password=new_pw) is not None:
             st.session_state.pop(f"reset_password_{chosen.id}", None)
             _done(f"Password of {chosen.username} reset.")
-        except AccountError as exc:
-            st.error(str(exc))
 with active_col:
     st.write("Status: **active**" if chosen.active else "Status: **deactivated**")
     if chosen.active:
         if st.button("Deactivate", key="deactivate", disabled=is_me, help="You cannot deactivate yourself."):
-            try:
-                with Session(engine) as session:
-                    accounts.set_active(session=session, user_id=chosen.id, active=False)
+            if _change(accounts.set_active, user_id=chosen.id, active=False) is not None:
                 _done(f"{chosen.username} is deactivated; their work is kept.")
-            except AccountError as exc:
-                st.error(str(exc))
     elif st.button("Reactivate", key="reactivate"):
-        with Session(engine) as session:
-            accounts.set_active(session=session, user_id=chosen.id, active=True)
-        _done(f"{chosen.username} is active again.")
+        if _change(accounts.set_active, user_id=chosen.id, active=True) is not None:
+            _done(f"{chosen.username} is active again.")
