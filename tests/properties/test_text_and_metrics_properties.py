@@ -2,7 +2,8 @@
 
 Here: md_escape(t) renders as exactly t (every Markdown/HTML/LaTeX/shortcode character escaped, and
 removing the escapes gives t back) for any text; preview() is one line no longer than its width for
-any text; format_duration() takes any number, NaN and infinity included (they used to raise); and
+any text; format_duration() takes any number, NaN and infinity included (a page shows whatever
+the clock gives it); and
 read_metrics() returns exactly the records written, whatever garbage (broken JSON, a 5000-digit
 number, 5000-deep nesting, invalid UTF-8) sits on other lines, which it skips.
 """
