@@ -1,9 +1,5 @@
-"""Tests for core.serving: the OpenAI-compatible backend against a scripted server on loopback.
-
-The server here is a stand-in that speaks the wire format (``/v1/models``, streamed
-``/v1/completions``, llama.cpp's ``/lora-adapters``, vLLM's ``/v1/load_lora_adapter``) and replays
-scripted text; it records every request, so the tests check what the client sends as well as what it
-makes of the answers. tests/e2e/test_serving_llamacpp.py runs the same backend against a real
+"""Tests for core.serving: the OpenAI-compatible backend against a scripted server on loopback
+(:mod:`tests.fake_openai`). tests/core/test_serving_llamacpp.py runs the same backend against a real
 llama.cpp server.
 """
 
@@ -12,9 +8,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,111 +24,16 @@ from core.inference import (
 )
 from core.prompts import FINAL_ANSWER_MARKER
 from core.serving import OpenAIBackend
+from tests.fake_openai import Scripted, scripted_server
 from tests.tiny import make_tiny_tokenizer
 
 CASE = "A 54-year-old woman has fever, dysuria and flank pain. What is the most likely diagnosis?"
 
 
-@dataclass
-class Scripted:
-    """What the stand-in server does; tests change it between requests."""
-
-    owned_by: str = "llamacpp"
-    models: list[str] = field(default_factory=lambda: ["smollm2"])
-    loras: list[dict[str, Any]] = field(default_factory=list)
-    load_status: int = 200
-    status: int = 200
-    first_delay_s: float = 0.0
-    chunk_delay_s: float = 0.0
-    respond: Callable[[dict[str, Any]], list[Any]] = lambda body: [("Reasoning.\n\n" + FINAL_ANSWER_MARKER + " B.", "stop")]
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    disconnects: int = 0
-    streaming: int = 0
-    most_streaming: int = 0
-    """The most completions streamed at the same time."""
-    gate: threading.Barrier | None = None
-    """When set, each completion waits (at most 5 s) until as many are open as the barrier's parties."""
-
-
-def _handler(script: Scripted) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _json(self, status: int, obj: Any) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            if self.path == "/v1/models":
-                self._json(200, {"object": "list", "data": [{"id": m, "owned_by": script.owned_by} for m in script.models]})
-            elif self.path == "/lora-adapters":
-                self._json(200, script.loras)
-            else:
-                self._json(404, {"error": "no such path"})
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            script.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-            if self.path == "/v1/load_lora_adapter":
-                self._json(script.load_status, {"ok": script.load_status == 200})
-                if script.load_status == 200:
-                    script.models.append(body["lora_name"])
-                return
-            if script.status != 200:
-                self._json(script.status, {"error": {"message": "the scripted server fails"}})
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            script.streaming += 1
-            script.most_streaming = max(script.most_streaming, script.streaming)
-            time.sleep(script.first_delay_s)
-            if script.gate is not None:
-                try:
-                    script.gate.wait(timeout=5)
-                except threading.BrokenBarrierError:
-                    pass
-            try:
-                for item in script.respond(body):
-                    if isinstance(item, bytes):
-                        line = item
-                    else:
-                        text, finish = item
-                        chunk = {"choices": [{"index": 0, "text": text, "finish_reason": finish}]}
-                        line = b"data: " + json.dumps(chunk).encode() + b"\n\n"
-                    self.wfile.write(line)
-                    self.wfile.flush()
-                    time.sleep(script.chunk_delay_s)
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
-                script.disconnects += 1
-            finally:
-                script.streaming -= 1
-            self.close_connection = True
-
-    return Handler
-
-
 @pytest.fixture
 def server():
-    script = Scripted()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    script.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"  # type: ignore[attr-defined]
-    yield script
-    httpd.shutdown()
-    httpd.server_close()
+    with scripted_server() as script:
+        yield script
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +43,7 @@ def tokenizer():
 
 def _backend(script: Scripted, tokenizer: Any, *, adapter_dir: Path | None = None, **kwargs: Any) -> OpenAIBackend:
     kwargs.setdefault("poll_s", 0.05)
-    return OpenAIBackend(url=script.url, tokenizer=tokenizer, base_model="tiny", adapter_dir=adapter_dir, **kwargs)  # type: ignore[attr-defined]
+    return OpenAIBackend(url=script.url, tokenizer=tokenizer, base_model="tiny", adapter_dir=adapter_dir, **kwargs)
 
 
 def _completions(script: Scripted) -> list[dict[str, Any]]:
