@@ -150,24 +150,25 @@ def loss_figure(c: Curves, *, title: str = "Loss") -> go.Figure:
     return fig
 
 
-def learning_rate_figure(c: Curves) -> go.Figure:
-    fig = go.Figure(layout=dict(title="Learning rate"))
-    if not c.learning_rate:
-        return _empty(fig, "No learning rate logged yet")
-    _line(fig, c.learning_rate, "learning rate")
+def _one_series_figure(points: Series, *, title: str, name: str, missing: str, **yaxis: object) -> go.Figure:
+    """One logged series against the step, or a note that nothing is logged yet."""
+    fig = go.Figure(layout=dict(title=title))
+    if not points:
+        return _empty(fig, missing)
+    _line(fig, points, name)
     fig.update_xaxes(title="Step", rangemode="tozero")
-    fig.update_yaxes(title="Learning rate", exponentformat="e")
+    fig.update_yaxes(**yaxis)
     return fig
+
+
+def learning_rate_figure(c: Curves) -> go.Figure:
+    return _one_series_figure(c.learning_rate, title="Learning rate", name="learning rate",
+                              missing="No learning rate logged yet", title_text="Learning rate", exponentformat="e")
 
 
 def tokens_per_second_figure(c: Curves) -> go.Figure:
-    fig = go.Figure(layout=dict(title="Throughput"))
-    if not c.tokens_per_s:
-        return _empty(fig, "No throughput logged yet")
-    _line(fig, c.tokens_per_s, "tokens/s")
-    fig.update_xaxes(title="Step", rangemode="tozero")
-    fig.update_yaxes(title="Tokens per second", rangemode="tozero")
-    return fig
+    return _one_series_figure(c.tokens_per_s, title="Throughput", name="tokens/s", missing="No throughput logged yet",
+                              title_text="Tokens per second", rangemode="tozero")
 
 
 def loss_overlay_figure(runs: Mapping[str, Curves]) -> go.Figure:
