@@ -7,8 +7,7 @@ the lock that comes with it.
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,24 +69,18 @@ def reconcile_jobs() -> int:
     return len(training_service.reconcile(get_engine(), get_settings()))
 
 
-@dataclass
-class ServedModel:
-    """A loaded model ready for generation, with what the pages show about it."""
+@dataclass(eq=False, kw_only=True)
+class ServedModel(inference.ModelServer):
+    """The model the app serves (its :class:`core.inference.ModelServer`), with what the pages show about it."""
 
-    model: Any
-    tokenizer: Any
     base: model_lib.BaseModel
     adapter_dir: Path | None
     adapter_card: dict[str, Any] | None
     device: str
-    plan: inference.ServingPlan | None = None
-    """How the weights are served (int8/bf16, static cache); None for a model served as loaded."""
     adapter_problem: str | None = None
     """Why the requested adapter was left out (the base model is served alone); None when it was not."""
     requested_adapter: str | None = None
     """Folder name of the adapter that was asked for (also when it was left out)."""
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    """Held by ``core.inference.stream_case`` for the whole of one generation."""
 
     @property
     def adapter_name(self) -> str:
@@ -109,7 +102,7 @@ def get_served_model(
 
     An adapter that cannot be used (unreadable files, missing or invalid card, another base model
     or prompt format) is left out: the base model is served alone and ``adapter_problem`` says why.
-    The adapter is merged into fp32 weights (exact), then :func:`core.inference.prepare_for_serving`
+    The adapter is merged into fp32 weights (exact), then :meth:`core.inference.ModelServer.prepare`
     applies the device's measured serving plan (int8 weight-only linears on CPU; bf16 with a
     static KV cache and compiled decoding on CUDA) and a short warm-up generation runs, so the
     first student does not pay one-time costs. Never the 4-bit training model.
@@ -127,13 +120,13 @@ def get_served_model(
     mdl, tok, problem = model_lib.load_model_or_base(base, adapter_dir=adapter_dir, device=dev, merge=True)
     served_dir = adapter_dir if problem is None else None
     card = model_lib.read_adapter_card(served_dir) if served_dir else None
-    plan = inference.serving_plan(dev)
-    inference.prepare_for_serving(mdl, plan, adapter_dir=served_dir)
+    served = ServedModel(mdl, tok, base=base, adapter_dir=served_dir, adapter_card=card, device=dev,
+                         adapter_problem=problem, requested_adapter=adapter_dir.name if adapter_dir else None)
+    served.prepare(inference.serving_plan(dev), adapter_dir=served_dir)
     if dev == "cpu":
-        inference.set_decode_threads(mdl, settings.serving_threads)
-    inference.warm_up(mdl, tok)
-    return ServedModel(mdl, tok, base, served_dir, card, dev, plan, adapter_problem=problem,
-                       requested_adapter=adapter_dir.name if adapter_dir else None)
+        served.set_threads(settings.serving_threads)
+    served.warm_up()
+    return served
 
 
 def get_backend(_progress: Callable[[str], None] | None = None) -> serving.Backend:
@@ -151,7 +144,7 @@ def get_backend(_progress: Callable[[str], None] | None = None) -> serving.Backe
     served = get_served_model(settings.base_model, adapter, settings.device, _progress=_progress)
     return serving.LocalBackend(
         served, base_model=served.base.identity, adapter=served.adapter_name,
-        engine=f"{served.device}, {inference.describe_served(served.model, served.plan)}",
+        engine=f"{served.device}, {served.describe()}",
         adapter_problem=served.adapter_problem, requested_adapter=served.requested_adapter,
     )
 

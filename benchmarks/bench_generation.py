@@ -35,7 +35,6 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +64,8 @@ QUALITY_TOKENS = 256
 @dataclass
 class Method:
     name: str
-    model: Any
+    server: Any
+    """The :class:`core.inference.ModelServer` that serves the method's model."""
     tokenizer: Any
     threads: int | None = None
     temperature: float = 0.0
@@ -82,11 +82,6 @@ class Sample:
     """New tokens per second of this process's CPU time while decoding: unaffected by waiting for a busy CPU."""
 
 
-class _Served:
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        self.model, self.tokenizer, self.lock = model, tokenizer, threading.Lock()
-
-
 def _run(method: Method, new_tokens: int, context: str = "") -> tuple[Any, float]:
     from core.inference import GenerationSettings, stream_case
 
@@ -94,7 +89,7 @@ def _run(method: Method, new_tokens: int, context: str = "") -> tuple[Any, float
     settings = GenerationSettings(max_new_tokens=new_tokens, temperature=method.temperature, top_p=0.9, answer_allowance=0)
     cpu0 = time.process_time()
     done = None
-    for event in stream_case(CASE, served=_Served(method.model, method.tokenizer), settings=settings, context=context):
+    for event in stream_case(CASE, served=method.server, settings=settings, context=context):
         done = event
     if done.stats.new_tokens != new_tokens:
         raise RuntimeError(f"{method.name}: expected {new_tokens} new tokens, got {done.stats.new_tokens}")
@@ -105,10 +100,8 @@ def measure(method: Method, new_tokens: int, *, cpu_time: bool = False, context:
     import torch
 
     if method.threads:
-        from core.inference import set_decode_threads
-
         torch.set_num_threads(method.threads)
-        set_decode_threads(method.model, method.threads)  # where the model decodes: its worker thread
+        method.server.set_threads(method.threads)  # where the model decodes: its worker thread
     stats, cpu = _run(method, new_tokens, context)
     cpu_rate = None
     if cpu_time:  # decoding CPU time = whole request minus a prompt-only request
@@ -125,7 +118,7 @@ def quality_texts(prepared_dir: Any) -> list[str]:
     return [QUALITY_TEXT] + [f"{r.question}\n{r.reasoning}" for r in cases[:8] if r.reasoning]
 
 
-def top1_agreement(model: Any, reference: Any, tokenizer: Any, texts: list[str]) -> float:
+def top1_agreement(server: Any, reference: Any, tokenizer: Any, texts: list[str]) -> float:
     """Share of positions where ``model`` and ``reference`` predict the same next token (teacher forcing).
 
     Teacher forcing runs whole sequences, which int8 linears would serve from their bf16 prefill
@@ -138,7 +131,7 @@ def top1_agreement(model: Any, reference: Any, tokenizer: Any, texts: list[str])
     from core import inference
 
     same = total = 0
-    decoder = inference.decoder_for(model)
+    model, decoder = server.model, server.decoder
     saved, inference.DECODE_ROWS = inference.DECODE_ROWS, 1 << 30
     try:
         with torch.inference_mode():
@@ -178,7 +171,7 @@ def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
 
     def load(plan: inference.ServingPlan) -> tuple[Any, Any]:
         mdl, tok = model_lib.load_model(base, adapter_dir=adapter_dir, device="cpu", merge=True)
-        return _no_eos(inference.prepare_for_serving(mdl, plan, adapter_dir=adapter_dir)), tok
+        return inference.prepare_for_serving(_no_eos(mdl), plan, tokenizer=tok, adapter_dir=adapter_dir), tok
 
     fp32, tok = load(inference.ServingPlan("fp32"))
     bf16, _ = load(inference.ServingPlan("bf16"))
@@ -187,12 +180,12 @@ def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     t0 = time.perf_counter()
     served, _ = load(plan)
     print(f"# load + merge + serving plan ({plan.describe()}): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    used = inference.describe_served(served, plan)
+    used = served.describe()
     print(f"# served as: {used}", file=sys.stderr)
     texts = quality_texts(settings.prepared_dir)
     if args.quality_texts:
         texts = texts[: args.quality_texts]
-    quality = {id(m): top1_agreement(m, fp32, tok, texts) for m in (fp32, bf16, int8_generate, served)}
+    quality = {id(m): top1_agreement(m, fp32.model, tok, texts) for m in (fp32, bf16, int8_generate, served)}
     print(f"# top-1 agreement measured on {len(texts)} text(s), first {QUALITY_TOKENS} tokens each", file=sys.stderr)
 
     threads = [int(t) for t in args.threads.split(",")] if args.threads else [torch.get_num_threads()]
@@ -237,16 +230,16 @@ def cuda_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
         with torch.device("cuda"):
             mdl = LlamaForCausalLM(llama_1b_config()).to(torch.bfloat16).eval()
         t0 = time.perf_counter()
-        inference.prepare_for_serving(_no_eos(mdl), plan)  # the lean decoder compiles its step here
+        server = inference.prepare_for_serving(_no_eos(mdl), plan, tokenizer=tok)  # the lean decoder compiles here
         try:
-            inference.warm_up(mdl, tok, new_tokens=8)
-            measure(Method(name, mdl, tok), args.new_tokens)  # second warm-up at the timed shapes
+            server.warm_up(new_tokens=8)
+            measure(Method(name, server, tok), args.new_tokens)  # second warm-up at the timed shapes
         except Exception as exc:  # report the other methods rather than nothing
             print(f"# {name}: FAILED in warm-up: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             continue
         torch.cuda.synchronize()
         print(f"# {name}: warm-up (compilation included) {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-        methods.append(Method(name, mdl, tok))
+        methods.append(Method(name, server, tok))
     return methods, "Llama-3.2-1B architecture, random weights, batch 1"
 
 

@@ -130,17 +130,12 @@ def local_backend(settings: Any, threads: int) -> Any:
     mdl, tok, problem = model_lib.load_model_or_base(base, adapter_dir=adapter_dir, device="cpu", merge=True)
     if problem:
         raise SystemExit(f"the adapter cannot be used: {problem}")
-    plan = inference.serving_plan("cpu")
-    inference.prepare_for_serving(mdl, plan, adapter_dir=adapter_dir)
-    inference.set_decode_threads(mdl, threads)
     mdl.generation_config.eos_token_id = None  # every setup decodes the same length
-    inference.warm_up(mdl, tok)
-
-    class Served:
-        model, tokenizer, lock = mdl, tok, threading.Lock()
-
-    return LocalBackend(Served(), base_model=base.identity, adapter=adapter_dir.name if adapter_dir else "none",
-                        engine=inference.describe_served(mdl, plan)), tok
+    server = inference.prepare_for_serving(mdl, inference.serving_plan("cpu"), tokenizer=tok, adapter_dir=adapter_dir)
+    server.set_threads(threads)
+    server.warm_up()
+    return LocalBackend(server, base_model=base.identity, adapter=adapter_dir.name if adapter_dir else "none",
+                        engine=server.describe()), tok
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,11 +38,10 @@ import logging
 import re
 import threading
 import time
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence
 
 from core.prompts import FINAL_ANSWER_MARKER, build_messages, marker_prefix_len, parse_completion, user_message
 from core.records import Record, read_jsonl
@@ -60,14 +59,6 @@ WeightFormat = Literal["fp32", "bf16", "int8"]
 
 class GenerationError(RuntimeError):
     """Generation failed; the message is fit to show to the user."""
-
-
-class Servable(Protocol):
-    """What :func:`stream_case` needs from a served model (``app.resources.ServedModel`` has it)."""
-
-    model: Any
-    tokenizer: Any
-    lock: threading.Lock
 
 
 # -- budget forcing --------------------------------------------------------------------------------
@@ -334,49 +325,95 @@ class _ReasoningGate:
         return self.forced is not None
 
 
-# One long-lived worker thread per model: generations on a model are serialised by its lock anyway,
-# and CUDA graphs recorded by torch.compile belong to the thread that recorded them.
-_WORKERS: "weakref.WeakKeyDictionary[Any, ThreadPoolExecutor]" = weakref.WeakKeyDictionary()
-_WORKERS_LOCK = threading.Lock()
-
-
+# CUDA graphs recorded in one thread fail to record in a second thread of the same process (torch 2.11:
+# an AssertionError in the CUDA-graph trees; seen on the GPU machine when a second model compiled), so
+# every CUDA model of the process records and replays on this one thread. A property of the process,
+# hence process-wide; CPU models each own their thread (:class:`ModelServer`).
 _CUDA_WORKER: ThreadPoolExecutor | None = None
+_CUDA_WORKER_LOCK = threading.Lock()
 
 
-def _worker_for(model: Any) -> ThreadPoolExecutor:
-    """The thread that runs ``model``'s generations: its own on CPU, one shared by every CUDA model.
-
-    CUDA graphs recorded in one thread fail to record in a second thread of the same process (torch
-    2.11: an AssertionError in the CUDA-graph trees; seen on the GPU machine when a second model
-    compiled), so every compiled CUDA model records and replays on the same thread.
-    """
+def _cuda_worker() -> ThreadPoolExecutor:
     global _CUDA_WORKER
-    with _WORKERS_LOCK:
+    with _CUDA_WORKER_LOCK:
+        if _CUDA_WORKER is None:
+            _CUDA_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate-cuda")
+        return _CUDA_WORKER
+
+
+@dataclass(eq=False)
+class ModelServer:
+    """One model served in this process: it owns the model, the lock that one generation holds, the
+    thread it decodes on and the lean decoder built for it (:meth:`prepare`).
+
+    Generations on a model are serialised by its lock anyway, so one long-lived thread per model
+    serves them; CUDA models share the process's one CUDA thread (see ``_CUDA_WORKER``).
+    """
+
+    model: Any
+    tokenizer: Any
+    plan: "ServingPlan | None" = None
+    """How the weights are served; None for a model served as loaded."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held by :func:`stream_case` for the whole of one generation."""
+    decoder: Any = None
+    """The lean decoder (:class:`core.decoder.Decoder`) when :meth:`prepare` built one that passed its check."""
+    _own_worker: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _worker_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def worker(self) -> ThreadPoolExecutor:
+        """The thread that runs this model's generations."""
         try:
-            on_cuda = next(model.parameters()).device.type == "cuda"
+            on_cuda = next(self.model.parameters()).device.type == "cuda"
         except (AttributeError, StopIteration, TypeError):
             on_cuda = False
         if on_cuda:
-            if _CUDA_WORKER is None:
-                _CUDA_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate-cuda")
-            return _CUDA_WORKER
-        pool = _WORKERS.get(model)
-        if pool is None:
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-            _WORKERS[model] = pool
-        return pool
+            return _cuda_worker()
+        with self._worker_lock:
+            if self._own_worker is None:
+                self._own_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+            return self._own_worker
 
+    def prepare(self, plan: "ServingPlan", *, adapter_dir: Path | None = None) -> "ModelServer":
+        """Apply ``plan`` to the (merged, eval-mode) model once, before it is shared; returns self.
 
-def set_decode_threads(model: Any, threads: int) -> None:
-    """Use ``threads`` torch threads where ``model`` decodes (CPU).
+        ``adapter_dir`` is the adapter merged into the model (None: the base alone); the 4-bit native
+        plan reads its LoRA factors to take them back out of the merged weights.
+        """
+        self.plan = plan
+        self.decoder = _apply_plan(self.model, plan, adapter_dir=adapter_dir, worker=self.worker)
+        return self
 
-    ``torch.set_num_threads`` acts on the calling thread (OpenMP keeps the count per thread), and
-    generation runs on the model's own worker thread: setting it anywhere else leaves that thread
-    with its own count (measured: 24-29 instead of 32-34 tokens/s with one thread on 2 cores).
-    """
-    import torch
+    def set_threads(self, threads: int) -> None:
+        """Use ``threads`` torch threads where this model decodes (CPU).
 
-    _worker_for(model).submit(torch.set_num_threads, max(1, int(threads))).result()
+        ``torch.set_num_threads`` acts on the calling thread (OpenMP keeps the count per thread), and
+        generation runs on the model's own worker thread: setting it anywhere else leaves that thread
+        with its own count (measured: 24-29 instead of 32-34 tokens/s with one thread on 2 cores).
+        """
+        import torch
+
+        self.worker.submit(torch.set_num_threads, max(1, int(threads))).result()
+
+    def warm_up(self, *, new_tokens: int = 4) -> None:
+        """Generate a few greedy tokens so one-time costs (allocation, compilation) do not land on the first user."""
+        _warm_up(self, new_tokens=new_tokens)
+
+    def describe(self) -> str:
+        """What really serves the model (the plan's intent, minus what the model did not allow), for the page."""
+        if self.plan is None:
+            return "as loaded"
+        if self.decoder is None:
+            return replace(self.plan, decoder=False, compile_decoder=False, int4_native=False).describe()
+        graph = ", step compiled to a CUDA graph" if self.decoder.module.compiled else ""
+        return f"lean decoder: {self.decoder.decoding_weights} decoding, {self.decoder.module.dtype} prompt pass{graph}".replace(
+            "torch.", "")
+
+    def close(self) -> None:
+        """Let this model's own decoding thread end (a CUDA model's thread is the process's)."""
+        if self._own_worker is not None:
+            self._own_worker.shutdown(wait=False)
 
 
 def split_text(text: str, *, final: bool) -> tuple[str, str, bool]:
@@ -406,7 +443,7 @@ def prompt_ids(
 def stream_case(
     case_text: str,
     *,
-    served: Servable,
+    served: "ModelServer",
     settings: GenerationSettings,
     stop: threading.Event | None = None,
     conclude: threading.Event | None = None,
@@ -456,7 +493,7 @@ def stream_case(
 def _generate_locked(
     case_text: str,
     *,
-    served: Servable,
+    served: "ModelServer",
     settings: GenerationSettings,
     stop: threading.Event,
     conclude: threading.Event,
@@ -488,7 +525,7 @@ def _generate_locked(
     answer_cut_short: list[bool] = []
     failure: list[BaseException] = []
 
-    decoder = decoder_for(model)
+    decoder = served.decoder
     if decoder is not None and not decoder.fits(prompt_len, settings.max_new_tokens):
         decoder = None  # longer than the decoder's cache: generate (dynamic cache) serves it
 
@@ -548,7 +585,9 @@ def _generate_locked(
         finally:
             streamer.finish()  # unblock the consumer whatever happened
 
-    def stats(finish: FinishReason | None = None) -> GenerationStats:
+    def stats(finish: FinishReason | None = None, *, marked: bool = True) -> GenerationStats:
+        # ``marked``: the text read so far holds the final-answer marker. The worker decides to force
+        # before the consumer has read the reasoning's last chunks; those events are not forced yet.
         times = list(streamer.token_times)
         n = len(times)
         rate = (n - 1) / (times[-1] - times[0]) if n > 1 and times[-1] > times[0] else None
@@ -560,10 +599,10 @@ def _generate_locked(
             elapsed_s=time.perf_counter() - t0,
             waited_s=waited,
             finish_reason=finish,
-            forced=forced[0] if forced else None,
+            forced=forced[0] if forced and marked else None,
         )
 
-    future = _worker_for(model).submit(work)
+    future = served.worker.submit(work)
     text = ""
     streamed_to_end = False
     try:
@@ -573,7 +612,7 @@ def _generate_locked(
                 continue
             text += chunk
             reasoning, answer, has_answer = split_text(text, final=False)
-            yield StreamEvent("text", reasoning, answer, has_answer, text, stats())
+            yield StreamEvent("text", reasoning, answer, has_answer, text, stats(marked=has_answer))
         streamed_to_end = True
     finally:
         if not streamed_to_end:
@@ -783,12 +822,14 @@ def quantize_linears_int8(module: Any) -> int:
     return count
 
 
-def prepare_for_serving(model: Any, plan: ServingPlan, *, adapter_dir: Path | None = None) -> Any:
-    """Apply ``plan`` to a merged, eval-mode model (in place, once, before it is shared); returns it.
+def prepare_for_serving(model: Any, plan: ServingPlan, *, tokenizer: Any = None,
+                        adapter_dir: Path | None = None) -> ModelServer:
+    """A :class:`ModelServer` for ``model`` with ``plan`` applied (in place, once, before it is shared)."""
+    return ModelServer(model, tokenizer).prepare(plan, adapter_dir=adapter_dir)
 
-    ``adapter_dir`` is the adapter merged into ``model`` (None: the base alone); the 4-bit native plan
-    reads its LoRA factors to take them back out of the merged weights.
-    """
+
+def _apply_plan(model: Any, plan: ServingPlan, *, adapter_dir: Path | None, worker: ThreadPoolExecutor) -> Any:
+    """Apply ``plan`` to ``model`` in place; returns the lean decoder built for it, or None."""
     import torch
 
     native = None
@@ -810,40 +851,16 @@ def prepare_for_serving(model: Any, plan: ServingPlan, *, adapter_dir: Path | No
 
         # Built (and checked, which compiles its step) on the thread that will serve the model:
         # CUDA graphs recorded by torch.compile belong to their thread.
-        decoder = _worker_for(model).submit(
+        decoder = worker.submit(
             build_decoder, model, max_len=plan.max_cache_len or 4096, compile_step=plan.compile_decoder,
             native=native, log=_log.info,
         ).result()
         if decoder is not None:
-            _DECODERS[model] = decoder
-            return model
+            return decoder
     if plan.static_cache or plan.compile_decoder:  # also generate's fallback when the decoder can't serve
         model.generation_config.cache_implementation = "static"
         model.generation_config.max_cache_len = plan.max_cache_len
-    return model
-
-
-_DECODERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
-
-
-def decoder_for(model: Any) -> Any:
-    """The lean decoder :func:`prepare_for_serving` built for ``model`` (a :class:`core.decoder.Decoder`), or None."""
-    try:
-        return _DECODERS.get(model)
-    except TypeError:  # not weak-referenceable (test doubles)
-        return None
-
-
-def describe_served(model: Any, plan: ServingPlan | None) -> str:
-    """What really serves ``model`` (the plan's intent, minus what the model did not allow), for the page."""
-    if plan is None:
-        return "as loaded"
-    decoder = decoder_for(model)
-    if decoder is None:
-        return replace(plan, decoder=False, compile_decoder=False, int4_native=False).describe()
-    graph = ", step compiled to a CUDA graph" if decoder.module.compiled else ""
-    return f"lean decoder: {decoder.decoding_weights} decoding, {decoder.module.dtype} prompt pass{graph}".replace(
-        "torch.", "")
+    return None
 
 
 def eos_ids(model: Any) -> set[int]:
@@ -854,13 +871,11 @@ def eos_ids(model: Any) -> set[int]:
     return {int(e) for e in eos} if isinstance(eos, (list, tuple)) else {int(eos)}
 
 
-def warm_up(model: Any, tokenizer: Any, *, new_tokens: int = 4) -> None:
-    """Generate a few greedy tokens so one-time costs (allocation, compilation) do not land on the first user."""
+def _warm_up(server: ModelServer, *, new_tokens: int) -> None:
     import torch
 
+    model, tokenizer, decoder = server.model, server.tokenizer, server.decoder
     ids = prompt_ids(tokenizer, "Warm-up.").to(next(model.parameters()).device)
-
-    decoder = decoder_for(model)
 
     def work() -> None:
         if decoder is not None and decoder.fits(int(ids.shape[1]), new_tokens):
@@ -878,7 +893,7 @@ def warm_up(model: Any, tokenizer: Any, *, new_tokens: int = 4) -> None:
             )
 
     # On the thread that will serve this model (compiled CUDA graphs are per thread).
-    _worker_for(model).submit(work).result()
+    server.worker.submit(work).result()
 
 
 # -- examples and reference comparison -----------------------------------------------------------

@@ -44,7 +44,7 @@ from core.inference import (
     GenerationError,
     GenerationSettings,
     GenerationStats,
-    Servable,
+    ModelServer,
     StreamEvent,
     answer_budget,
     answer_complete,
@@ -96,13 +96,13 @@ class Backend(Protocol):
 
 @dataclass
 class LocalBackend:
-    """The model loaded in this process (``app.resources.ServedModel``): one generation at a time."""
+    """The model loaded in this process (a :class:`core.inference.ModelServer`): one generation at a time."""
 
-    served: Servable
+    served: ModelServer
     base_model: str
     adapter: str
     engine: str
-    """How the weights are served (``core.inference.describe_served``)."""
+    """How the weights are served (``core.inference.ModelServer.describe``)."""
     adapter_problem: str | None = None
     """Why the requested adapter was left out (the base model is served alone); None when it was not."""
     requested_adapter: str | None = None

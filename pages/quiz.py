@@ -168,11 +168,10 @@ def stream_model_explanation(record: Record) -> Iterator[inference.StreamEvent]:
     laid out by ``core.prompts.build_messages``); the student's answer is never part of it.
     """
     settings = resources.get_settings()
-    served = resources.get_served_model(settings.base_model, resources.active_adapter_path(), settings.device)
     generation = inference.GenerationSettings(max_new_tokens=min(512, settings.max_new_tokens)).clamped(
         cap=settings.max_new_tokens)
-    yield from inference.stream_case(
-        record.question, served=served, settings=generation, options=record.options, context=record.context)
+    yield from resources.get_backend().stream(
+        record.question, settings=generation, options=record.options, context=record.context)
 
 
 def explanation_panel(record: Record, state_key: str) -> None:

@@ -110,7 +110,8 @@ def test_views_share_storage_and_keep_the_transformers_model_working():
 
 @pytest.mark.parametrize("weights", ["bf16", "int8"])
 def test_prepared_weights_are_what_the_decoder_decodes_with(weights):
-    model = inference.prepare_for_serving(_model(seed=3), ServingPlan(weights))
+    model = _model(seed=3)
+    inference.prepare_for_serving(model, ServingPlan(weights))
     decoder = dec.build_decoder(model, max_len=64)
     assert decoder is not None
     ids = _ids(24, seed=3)
@@ -293,9 +294,9 @@ def test_cpu_serving_plan_uses_the_4bit_path_only_when_the_base_allows(grid_base
     base_dir, adapter_dir, _ = grid_base_and_adapter
     on_grid = inference.prepare_for_serving(_reload_merged(base_dir, adapter_dir), inference.serving_plan("cpu"),
                                             adapter_dir=adapter_dir)
-    assert inference.decoder_for(on_grid).module.layers[0].gate_up.int4 is not None
+    assert on_grid.decoder.module.layers[0].gate_up.int4 is not None
     dense = inference.prepare_for_serving(_model(seed=10), inference.serving_plan("cpu"))
-    layer = inference.decoder_for(dense).module.layers[0]
+    layer = dense.decoder.module.layers[0]
     assert layer.gate_up.int4 is None and layer.gate_up.int8 is not None  # int8 decoding instead
 
 
@@ -318,9 +319,12 @@ class _Tok:
         return [5, 6, 7]  # the forced final-answer marker (decoded, it is no marker: the answer runs to its limit)
 
 
-class _Served:
-    def __init__(self, model):
-        self.model, self.tokenizer, self.lock = model, _Tok(), threading.Lock()
+def _served(model) -> inference.ModelServer:
+    """``model`` served with the stand-in tokenizer (a prepared server keeps its decoder)."""
+    if isinstance(model, inference.ModelServer):
+        model.tokenizer = _Tok()
+        return model
+    return inference.ModelServer(model, _Tok())
 
 
 def test_stream_case_decodes_with_the_lean_decoder_and_falls_back_beyond_its_cache():
@@ -328,19 +332,19 @@ def test_stream_case_decodes_with_the_lean_decoder_and_falls_back_beyond_its_cac
     plain = _model(seed=12)
     plain.generation_config.eos_token_id = None
     lean = inference.prepare_for_serving(_model(seed=12), ServingPlan("fp32", max_cache_len=64, decoder=True))
-    lean.generation_config.eos_token_id = None
-    assert inference.decoder_for(lean) is not None
+    lean.model.generation_config.eos_token_id = None
+    assert lean.decoder is not None
     calls = []
-    original = inference.decoder_for(lean).generate
-    inference.decoder_for(lean).generate = lambda *a, **k: calls.append(1) or original(*a, **k)
-    texts = [list(inference.stream_case("case", served=_Served(m), settings=greedy))[-1] for m in (plain, lean)]
+    original = lean.decoder.generate
+    lean.decoder.generate = lambda *a, **k: calls.append(1) or original(*a, **k)
+    texts = [list(inference.stream_case("case", served=_served(m), settings=greedy))[-1] for m in (plain, lean)]
     assert calls == [1, 1] and texts[1].text == texts[0].text and texts[1].stats.new_tokens == 12
     # neither wrote a final answer: both forced one, the lean decoder serving both phases
     assert texts[0].forced == texts[1].forced == "budget" and "<5><6><7>" in texts[1].text
     # 8 prompt tokens + 60 new > 64 slots: generate serves it, with the same greedy text
     longer = GenerationSettings(max_new_tokens=60, temperature=0.0)
-    want = list(inference.stream_case("case", served=_Served(plain), settings=longer))[-1]
-    got = list(inference.stream_case("case", served=_Served(lean), settings=longer))[-1]
+    want = list(inference.stream_case("case", served=_served(plain), settings=longer))[-1]
+    got = list(inference.stream_case("case", served=_served(lean), settings=longer))[-1]
     assert calls == [1, 1] and got.text == want.text and got.stats.new_tokens == 60 and got.forced == "budget"
 
 
@@ -369,9 +373,8 @@ def test_the_page_is_told_what_really_serves_the_model(grid_base_and_adapter):
     base_dir, adapter_dir, _ = grid_base_and_adapter
     plan = inference.serving_plan("cpu")
     on_grid = inference.prepare_for_serving(_reload_merged(base_dir, adapter_dir), plan, adapter_dir=adapter_dir)
-    assert inference.describe_served(on_grid, plan).startswith("lean decoder: 4-bit native base + unmerged LoRA")
+    assert on_grid.describe().startswith("lean decoder: 4-bit native base + unmerged LoRA")
     dense = inference.prepare_for_serving(_model(seed=14), plan)
-    assert inference.describe_served(dense, plan).startswith("lean decoder: int8 decoding")
-    refused = _model(seed=15, attention_bias=True)
-    inference.prepare_for_serving(refused, plan)
-    assert inference.describe_served(refused, plan) == ServingPlan("int8").describe()  # generate, int8
+    assert dense.describe().startswith("lean decoder: int8 decoding")
+    refused = inference.prepare_for_serving(_model(seed=15, attention_bias=True), plan)
+    assert refused.decoder is None and refused.describe() == ServingPlan("int8").describe()  # generate, int8

@@ -102,8 +102,7 @@ def test_every_held_out_case_ends_with_a_final_answer(settings, served):
 
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     ARTIFACT.write_text(json.dumps({
-        "base_model": served.base.identity, "adapter": served.adapter_name, "serving": inference.describe_served(
-            served.model, served.plan), "settings": generation.to_dict(), "seconds": round(seconds, 1), "cases": rows,
+        "base_model": served.base.identity, "adapter": served.adapter_name, "serving": served.describe(), "settings": generation.to_dict(), "seconds": round(seconds, 1), "cases": rows,
     }, indent=2) + "\n", encoding="utf-8")
     print(f"\n{'case':<36} {'final answer':<12} {'tokens':>6} {'tok/s':>5} {'finish':<7} answer")
     for row in rows:

@@ -47,11 +47,13 @@ def _tiny_model(vocab_size: int, seed: int = 0):
     return model
 
 
-class Served:
-    def __init__(self, model, tokenizer):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.lock = threading.Lock()
+def Served(model, tokenizer) -> inference.ModelServer:  # noqa: N802 - reads like the object it returns
+    """``model`` served with ``tokenizer``: the server that prepare_for_serving made (its decoder kept), or a
+    plain one for a model served as loaded."""
+    if isinstance(model, inference.ModelServer):
+        model.tokenizer = tokenizer
+        return model
+    return inference.ModelServer(model, tokenizer)
 
 
 class ScriptedModel:
@@ -330,15 +332,15 @@ def _tokens(tokenizer, text: str) -> int:
 
 def _lean(tokenizer, seed: int = 0):
     plan = ServingPlan("fp32", max_cache_len=512, decoder=True)
-    model = inference.prepare_for_serving(_tiny_model(len(tokenizer), seed=seed), plan)
-    assert inference.decoder_for(model) is not None
-    return model
+    server = inference.prepare_for_serving(_tiny_model(len(tokenizer), seed=seed), plan, tokenizer=tokenizer)
+    assert server.decoder is not None
+    return server
 
 
 @pytest.mark.parametrize("path", ["generate", "decoder"])
 def test_a_model_that_never_concludes_gets_a_forced_final_answer_within_the_budget(tiny, tokenizer, path):
     model = tiny if path == "generate" else _lean(tokenizer)
-    assert (inference.decoder_for(model) is not None) == (path == "decoder")
+    assert (Served(model, tokenizer).decoder is not None) == (path == "decoder")
     settings = GenerationSettings(max_new_tokens=90, temperature=0)
     budget = inference.answer_budget(90, inference.marker_ids(tokenizer))
     events = list(inference.stream_case("A case.", served=Served(model, tokenizer), settings=settings))
@@ -533,8 +535,9 @@ def _ends_its_turn_early(tokenizer, *, seed: int = 1, after: int = 6, lean: bool
         model.lm_head.weight[_eos_id(tokenizer)] = 1.5 * model.lm_head.weight[new[first_new]]
     model.generation_config.eos_token_id = _eos_id(tokenizer)
     if lean:
-        model = inference.prepare_for_serving(model, ServingPlan("fp32", max_cache_len=512, decoder=True))
-        assert inference.decoder_for(model) is not None
+        server = inference.prepare_for_serving(model, ServingPlan("fp32", max_cache_len=512, decoder=True))
+        assert server.decoder is not None
+        return server
     return model
 
 
@@ -682,7 +685,7 @@ def test_served_model_merges_the_adapter_and_applies_the_cpu_plan(base_and_adapt
     served = resources.get_served_model(settings.base_model, settings.adapter, "cpu")
     assert served.adapter_dir == adapter_dir and served.adapter_card["base_model"] == "tiny-base"
     assert served.adapter_name == "adapter" and served.plan == inference.serving_plan("cpu")
-    assert inference.decoder_for(served.model) is not None  # the lean decoder serves it
+    assert served.decoder is not None  # the lean decoder serves it
     assert not any("lora" in name for name, _ in served.model.named_modules())  # merged, not wrapped
 
     ids = tokenizer("Fever and flank pain suggest infection.", return_tensors="pt")["input_ids"]
@@ -744,15 +747,15 @@ def test_cpu_serving_uses_the_thread_setting(base_and_adapter, resources_with, m
 
 
 def test_decode_threads_are_set_in_the_thread_that_decodes(tokenizer):
-    model = inference.prepare_for_serving(_tiny_model(len(tokenizer), seed=5), inference.serving_plan("cpu"))
-    worker = inference._worker_for(model)
+    server = inference.prepare_for_serving(_tiny_model(len(tokenizer), seed=5), inference.serving_plan("cpu"))
+    worker = server.worker
     before = torch.get_num_threads()
     try:
-        inference.set_decode_threads(model, 1)
+        server.set_threads(1)
         assert worker.submit(torch.get_num_threads).result() == 1
-        inference.set_decode_threads(model, 2)
+        server.set_threads(2)
         assert worker.submit(torch.get_num_threads).result() == 2
-        inference.set_decode_threads(model, 0)  # nonsense is clamped to one thread
+        server.set_threads(0)  # nonsense is clamped to one thread
         assert worker.submit(torch.get_num_threads).result() == 1
     finally:
         torch.set_num_threads(before)

@@ -38,7 +38,7 @@ def app_environment(monkeypatch: pytest.MonkeyPatch, work_dir: Path, **settings:
         monkeypatch.setenv(f"MEDSTUDY_{name.upper()}", value)
     monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     fake = types.SimpleNamespace(base=types.SimpleNamespace(identity="fake-model"), adapter_name="fake-adapter",
-                                 adapter_problem=None, requested_adapter=None)
+                                 adapter_problem=None, requested_adapter=None, device="cpu", describe=lambda: "fake")
     monkeypatch.setattr(resources, "get_served_model", lambda *args, **kwargs: fake)  # never load the real model
     st.cache_resource.clear()
     engine = resources.get_engine()

@@ -86,6 +86,9 @@ class FakeServed:
     requested_adapter: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def describe(self) -> str:
+        return self.plan.describe()
+
 
 class _WatchedEvent(StreamEvent):
     """A StreamEvent that reports each time the page reads its ``stats`` (the last thing it renders)."""

@@ -391,7 +391,7 @@ class FakeStream:
     def __init__(self) -> None:
         self.calls: list[tuple[tuple, dict]] = []
 
-    def __call__(self, case_text: str, *, served: Any, settings: Any, stop: Any = None,
+    def __call__(self, case_text: str, *, served: Any, settings: Any, stop: Any = None, conclude: Any = None,
                  options: dict[str, str] | None = None, context: str = "") -> Iterator[Any]:
         self.calls.append(((case_text,), {"options": options, "context": context, "served": served}))
         yield inference.StreamEvent("started")
