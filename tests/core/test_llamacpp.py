@@ -117,7 +117,7 @@ def test_an_occupied_port_is_refused_without_starting(llama_bin, tmp_path):
 
 @pytest.mark.slow
 def test_server_serves_loras_unapplied_and_stops_its_process_group(llama_bin, lora_gguf, tmp_path):
-    server = LlamaServer(model=find_embedded_gguf(), loras=[lora_gguf], port=0, parallel=2, threads=2,
+    server = LlamaServer(model=find_embedded_gguf(), loras=[lora_gguf], port=0, parallel=2, threads=1,
                          ctx_per_slot=1024, log_path=tmp_path / "server.log", binary=llama_bin)
     with pytest.raises(RuntimeError, match="boom"), server:
         pid, port = server.pid, server.port
@@ -147,7 +147,7 @@ def test_serve_command_exports_serves_writes_the_manifest_and_stops_on_ctrl_c(ll
     port = llamacpp.free_port()
     env = os.environ | {"MEDSTUDY_WORK_DIR": str(work), "MEDSTUDY_MODEL_CACHE": str(load_settings().model_cache_dir),
                         llamacpp.BINARY_ENV: str(llama_bin)}
-    cmd = [sys.executable, "-m", "core.llamacpp", "serve", "--port", str(port), "--parallel", "2", "--threads", "2",
+    cmd = [sys.executable, "-m", "core.llamacpp", "serve", "--port", str(port), "--parallel", "2", "--threads", "1",
            "--ctx-per-slot", "1024", "--adapter", str(DEFAULT_ADAPTER_DIR)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     manifest_path = work / "serving" / "server.json"
