@@ -17,7 +17,7 @@ import hashlib
 import random
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
@@ -27,7 +27,7 @@ from app import auth, references, resources, saving
 from core import inference, metrics, retrieval, safety, serving
 from core.model import ModelError
 from core.records import Record
-from storage import accounts, history, rate_limit
+from services import accounts, generation
 
 user = auth.require_role("student", "instructor", "admin")
 
@@ -95,21 +95,17 @@ class _Job:
 
     The page reads ``event`` (replaced whole, never changed in place) and ``done``; Stop and Conclude
     now reach the generation through the ``stop`` and ``conclude`` events. A student who leaves the
-    page leaves the thread to finish (at most ``max_new_tokens``), which frees the model.
+    page leaves the thread to finish (at most ``max_new_tokens``), which frees the model. The run is
+    recorded by :mod:`services.generation` when the stream ends; ``generation.outcome`` says how.
     """
 
     case_text: str
-    base_model: str
-    adapter: str
-    settings: inference.GenerationSettings
-    example_id: str | None
     references: list[retrieval.Passage]
     references_problem: str | None
     use_references: bool
-    served_by: dict[str, str] = field(default_factory=dict)
-    """The backend and engine that generate it (kept with the run in history)."""
     stop: threading.Event = field(default_factory=threading.Event)
     conclude: threading.Event = field(default_factory=threading.Event)
+    generation: generation.Generation | None = None
     event: inference.StreamEvent = field(default_factory=lambda: inference.StreamEvent("started"))
     error: inference.GenerationError | None = None
     crash: BaseException | None = None
@@ -228,22 +224,9 @@ def _retrieve(text: str) -> tuple[list[retrieval.Passage], str | None]:
         return [], str(exc)
 
 
-def _save_run(run: inference.CaseRun, *, failed: bool = False) -> None:
-    """Save a finished, stopped or failed run to the student's history (it also counts toward the hourly limit).
-
-    When the disk or the database refuses, the run stays on the page and the reason is shown with it.
-    """
-    st.session_state.cs_save_error = None
-    fields = {**run.history_fields(), **({"status": "error"} if failed else {})}
-    with saving.saving("this run to your history", show=False) as outcome, Session(resources.get_engine()) as session:
-        saved = history.save_case_run(session=session, user_id=user.id, **fields)
-        st.session_state.cs_last_saved = saved.id
-    if outcome.error is not None:
-        st.session_state.cs_save_error = outcome.error.user_message("this run to your history")
-
-
-def _start(backend: serving.Backend, text: str) -> None:
-    """Retrieve the references and start generating on the job's thread; :func:`_follow` shows it."""
+def _start(backend: serving.Backend, text: str) -> bool:
+    """Retrieve the references and start generating on the job's thread (:func:`_follow` shows it);
+    False, with the reason shown, when the student's hourly limit is reached."""
     gen_settings = inference.GenerationSettings(
         max_new_tokens=st.session_state.cs_max_new_tokens,
         temperature=st.session_state.cs_temperature,
@@ -252,26 +235,27 @@ def _start(backend: serving.Backend, text: str) -> None:
     example = st.session_state.cs_example
     passages, problem = _retrieve(text)
     use = bool(st.session_state.cs_use_refs) and reference_index is not None
-    job = _Job(
+    job = _Job(case_text=text, references=passages, references_problem=problem, use_references=use)
+    request = generation.Request(
         case_text=text,
-        base_model=backend.base_model,
-        adapter=backend.adapter,
         settings=gen_settings,
-        example_id=example["id"] if example else None,
-        references=passages,
-        references_problem=problem,
-        use_references=use,
-        served_by=serving.served_by(backend),
-    )
-    events = backend.stream(
-        text,
-        settings=gen_settings,
-        stop=job.stop,
-        conclude=job.conclude,
         context=retrieval.prompt_context(passages) if use and passages else "",
+        references=[p.to_dict() for p in passages],
+        example_id=example["id"] if example else None,
+        # Whether the model saw the references belongs with the run: the same case reads differently without.
+        run_settings={"use_references": use},
     )
-    threading.Thread(target=job.consume, args=(events,), name="case-study-generation", daemon=True).start()
+    try:
+        job.generation = generation.start(resources.get_engine(), user_id=user.id, backend=backend, request=request,
+                                          limit_per_hour=settings.generations_per_hour, stop=job.stop,
+                                          conclude=job.conclude)
+    except generation.Refused as exc:
+        st.warning(str(exc), icon=":material/timer:")
+        return False
+    threading.Thread(target=job.consume, args=(job.generation.events,), name="case-study-generation",
+                     daemon=True).start()
     st.session_state.update(cs_job=job, cs_stop=job.stop, cs_conclude=job.conclude, cs_result=None)
+    return True
 
 
 def _live_label(job: _Job) -> str:
@@ -332,42 +316,29 @@ def _follow(job: _Job) -> None:
     if job.error is not None:
         status.update(label="Reasoning (generation failed)", state="error", expanded=False)
         st.error(f"{job.error}\n\nThe app is still working: you can edit the case and try again.")
-        if job.event.text:  # what was written before the failure stays in the history, marked as failed
-            _save_run(_run_of(job), failed=True)
-            if st.session_state.cs_save_error:
-                st.error(st.session_state.cs_save_error, icon=":material/sd_card_alert:")
-            else:
-                st.caption("The partial text is saved to your history, marked as failed.")
+        outcome = job.generation.outcome
+        if outcome.save_error is not None:
+            st.error(outcome.save_error.user_message("the partial text to your history"), icon=":material/sd_card_alert:")
+        elif outcome.saved_id is not None:  # what was written before the failure is kept, marked as failed
+            st.session_state.cs_last_saved = outcome.saved_id
+            st.caption("The partial text is saved to your history, marked as failed.")
         return
     _finish(job)
     st.rerun()
 
 
 def _finish(job: _Job) -> None:
-    event = job.event
     st.session_state.cs_references_problem = job.references_problem
-    if not event.text and event.stopped:
+    outcome = job.generation.outcome
+    if outcome.run is None:
         st.session_state.cs_result = None
         st.session_state.cs_notice = "Stopped before the model produced any text; nothing was saved."
         return
-    run = _run_of(job)
-    st.session_state.cs_result = run
-    _save_run(run)
-
-
-def _run_of(job: _Job) -> inference.CaseRun:
-    run = inference.case_run(
-        job.event,
-        case_text=job.case_text,
-        base_model=job.base_model,
-        adapter=job.adapter,
-        settings=job.settings,
-        example_id=job.example_id,
-        references=[p.to_dict() for p in job.references],
-    )
-    # Whether the model saw the references, and who generated, belong with the run: the same case reads
-    # differently without references, and another engine writes other text.
-    return replace(run, settings={**run.settings, "use_references": job.use_references, **job.served_by})
+    st.session_state.cs_result = outcome.run
+    st.session_state.cs_save_error = (
+        outcome.save_error.user_message("this run to your history") if outcome.save_error is not None else None)
+    if outcome.saved_id is not None:
+        st.session_state.cs_last_saved = outcome.saved_id
 
 
 def _show_result(run: inference.CaseRun) -> None:
@@ -532,16 +503,8 @@ if requested:
                     args=(_digest(check.text),),
                 )
         else:
-            with Session(resources.get_engine()) as session:
-                allowed, message = rate_limit.check_generation_allowed(
-                    session=session, user_id=user.id, limit_per_hour=settings.generations_per_hour
-                )
-            if not allowed:
-                st.warning(message, icon=":material/timer:")
-            else:
-                if check.notes:
-                    st.session_state.cs_notice = " ".join(check.notes)  # shown again after the run's rerun
-                _start(backend, check.text)
+            if _start(backend, check.text) and check.notes:
+                st.session_state.cs_notice = " ".join(check.notes)  # shown again after the run's rerun
 if st.session_state.cs_job is not None:
     _follow(st.session_state.cs_job)
 elif not requested and st.session_state.cs_result is not None:

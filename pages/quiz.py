@@ -13,7 +13,7 @@ reads widgets, makes one call there per action and renders. Item text is shown w
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -25,9 +25,8 @@ from core.model import ModelError
 from core.quiz import available_filters, remaining_s
 from core.quiz_catalog import Catalog
 from core.records import Record
-from services import StorageError, quiz
+from services import StorageError, generation, quiz
 from services.quiz import AdHocSpec, AttemptError, NotEnoughItemsError, Sitting
-from storage import rate_limit
 
 user = auth.require_role(*auth.EVERYONE)
 engine = resources.get_engine()
@@ -161,19 +160,6 @@ def submit_quiz(attempt_id: int) -> None:
 # -- the model's explanation (tutor feedback) ------------------------------------------------------------------
 
 
-def stream_model_explanation(record: Record) -> Iterator[inference.StreamEvent]:
-    """The model's own stepwise explanation of an item, as ``core.inference.StreamEvent``s.
-
-    The prompt is the item alone (question, options and, for PubMedQA, its abstract as context,
-    laid out by ``core.prompts.build_messages``); the student's answer is never part of it.
-    """
-    settings = resources.get_settings()
-    generation = inference.GenerationSettings(max_new_tokens=min(512, settings.max_new_tokens)).clamped(
-        cap=settings.max_new_tokens)
-    yield from resources.get_backend().stream(
-        record.question, settings=generation, options=record.options, context=record.context)
-
-
 def explanation_panel(record: Record, state_key: str) -> None:
     """A button that streams the model's explanation, and the explanation once there is one."""
     saved = st.session_state.get(state_key)
@@ -189,30 +175,37 @@ def explanation_panel(record: Record, state_key: str) -> None:
 
 
 def run_explanation(record: Record, state_key: str) -> None:
+    """Stream the model's own stepwise explanation of an item (services.generation: limit, stream, count).
+
+    The prompt is the item alone (question, options and, for PubMedQA, its abstract as context, laid
+    out by ``core.prompts.build_messages``); the student's answer is never part of it.
+    """
     settings = resources.get_settings()
-    with Session(engine) as session:
-        allowed, message = rate_limit.check_generation_allowed(
-            session=session, user_id=user.id, limit_per_hour=settings.generations_per_hour)
-    if not allowed:
-        st.warning(message)
-        return
+    request = generation.Request(
+        case_text=record.question, kind="quiz_explanation", options=record.options, context=record.context,
+        settings=inference.GenerationSettings(max_new_tokens=min(512, settings.max_new_tokens)).clamped(
+            cap=settings.max_new_tokens),
+    )
     reasoning_box, answer_box = st.empty(), st.empty()
     reasoning = answer = ""
     try:
+        gen = generation.start(engine, user_id=user.id, backend=resources.get_backend(), request=request,
+                               limit_per_hour=settings.generations_per_hour)
         with st.spinner("The model is thinking…"):
-            for event in stream_model_explanation(record):
-                if getattr(event, "kind", "") == "waiting":
+            for event in gen.events:
+                if event.kind == "waiting":
                     reasoning_box.info("Waiting for the model: someone else is using it.")
                     continue
                 reasoning, answer = event.reasoning, event.answer
                 reasoning_box.text(reasoning)
                 if answer:
                     answer_box.markdown("**Model's final answer:** " + quiz_text.md_escape(answer))
+    except generation.Refused as exc:
+        st.warning(str(exc))
+        return
     except (inference.GenerationError, ModelError) as exc:
         st.error(f"The model could not explain this item: {exc}")
         return
-    with Session(engine) as session:
-        rate_limit.record_generation(session=session, user_id=user.id, kind="quiz_explanation")
     st.session_state[state_key] = (reasoning, answer)
     st.rerun()
 

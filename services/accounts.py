@@ -22,7 +22,7 @@ from storage.passwords import MIN_PASSWORD_LENGTH
 
 __all__ = [
     "MIN_PASSWORD_LENGTH", "ROLES", "SEARCH_MAX_CHARS", "USERNAME_RULE", "AccountError", "HistoryEntry",
-    "HistoryError", "SignInThrottled", "authenticate", "can_delete", "count_users", "create_first_admin",
+    "HistoryError", "SignInThrottled", "acknowledge_disclaimer", "authenticate", "can_delete", "count_users", "create_first_admin",
     "create_user", "delete_history_entry", "entry_detail", "export_history", "get_user", "history_adapters",
     "list_history", "list_users", "locked_until", "set_active", "set_password", "set_role", "user_for_oidc",
 ]
@@ -120,3 +120,8 @@ def can_delete(viewer: Viewer, owner_id: int) -> bool:
 def delete_history_entry(*, session: Session, viewer: Viewer, kind: EntryKind, entry_id: int) -> None:
     """Delete an entry the viewer owns (admins: any); :class:`HistoryError` otherwise."""
     history.delete_history_entry(session=session, viewer=viewer, kind=kind, entry_id=entry_id)
+
+
+def acknowledge_disclaimer(*, session: Session, user_id: int) -> User:
+    """Record that the user acknowledged the case study's educational-use notice (the first time only)."""
+    return accounts.acknowledge_disclaimer(session=session, user_id=user_id)
