@@ -2,7 +2,7 @@
 
 Run on the GPU machine with flash-attn-4 on the path (``scripts/gpu/unsloth.sh fa4`` installs it)::
 
-    PYTHONPATH=/tmp/site-fa4 python3 -m benchmarks.attention_kernels
+    PYTHONPATH=/tmp/site-fa4:/tmp/site-fa4/nvidia_cutlass_dsl/dsl_packages python3 -m benchmarks.attention_kernels
 
 Our packed recipes flatten 16 best-fit rows of ≤ 1,024 tokens into one row with position ids restarting at every
 example; transformers then runs FlexAttention with a per-example causal block mask (the 2026-12-06 profile: 37.6 ms
@@ -120,7 +120,7 @@ def kernel_check(lengths: list[int]) -> None:
         print(f"kernel: flash-attn-4 failed: {type(exc).__name__}: {exc}", flush=True)
 
 
-def model_check(lengths: list[int]) -> None:
+def model_check(lengths: list[int], impls: tuple[str, ...] = ("flex_attention", "flash_attention_4")) -> None:
     import torch
     from transformers import LlamaForCausalLM
 
@@ -129,7 +129,7 @@ def model_check(lengths: list[int]) -> None:
     total = sum(lengths)
     ids = torch.randint(3, 49152, (1, total), device="cuda")
     pos = torch.cat([torch.arange(n, device="cuda") for n in lengths])[None]
-    for impl in ("flex_attention", "flash_attention_4"):
+    for impl in impls:
         try:
             torch.manual_seed(0)
             with torch.device("cuda"):
@@ -158,9 +158,15 @@ def model_check(lengths: list[int]) -> None:
             print(f"model: {impl} failed: {type(exc).__name__}: {exc}", flush=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
     import importlib.metadata as md
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--impls", default="flex_attention,flash_attention_4",
+                        help="attn_implementation values for the model check (the first flex_attention call compiles "
+                             "for ~150 s on an H100: leave it out when its figure is known)")
+    args = parser.parse_args(argv)
     import torch
 
     names = ("torch", "transformers", "flash-attn-4", "nvidia-cutlass-dsl", "nvidia-cutlass-dsl-libs-cu13", "quack-kernels",
@@ -181,7 +187,7 @@ def main() -> int:
         print(f"import flash_attn.cute failed: {type(exc).__name__}: {exc}", flush=True)
     lengths = example_lengths()
     kernel_check(lengths)
-    model_check(lengths)
+    model_check(lengths, tuple(i for i in args.impls.split(",") if i))
     return 0
 
 

@@ -11,8 +11,10 @@
 # which bench_training puts first on the PYTHONPATH of the unsloth-* child processes only, so our recipes keep
 # TRL 1.16 and datasets 5.2 in the same call. Unsloth's web UI ("studio", 82 MB) and its CLI are left out.
 #
-# Also writes .gpu/fa4/ (flash-attn-4 4.0.0b40 and its CUTE-DSL runtime) in two parts for two back-to-back calls:
-# the cu13 runtime wheel alone is 92 MB, over one call's 64 MiB (see docs/BENCHMARKS.md, "Unsloth side by side").
+# Also writes .gpu/fa4a and .gpu/fa4b (flash-attn-4 4.0.0b40 and its CUTE-DSL runtime: one tar split in two) for two
+# back-to-back calls: the cu13 runtime wheel alone is 92 MB, over one call's 64 MiB. The DSL's Python front end
+# (cutlass.cute) is the separate wheel nvidia-cutlass-dsl-libs-core, which nvidia-cutlass-dsl-libs-base requires:
+# the 2026-12-06 run carried the set without it and failed at `import cutlass.cute` (docs/BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 py=.venv/bin/python
@@ -47,6 +49,7 @@ mkdir -p "$fa4"
 "$py" -m pip download -q --disable-pip-version-check --pre --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --abi cp312 --abi abi3 --abi none "${platforms[@]}" --platform any -d "$fa4" \
   flash-attn-4==4.0.0b40 nvidia-cutlass-dsl==4.8.1 nvidia-cutlass-dsl-libs-base==4.8.1 nvidia-cutlass-dsl-libs-cu13==4.8.1 \
+  nvidia-cutlass-dsl-libs-core==4.8.1 \
   apache-tvm-ffi==0.1.15.post2 torch-c-dlpack-ext==0.1.5 quack-kernels==0.6.5 2>&1 | grep -v '^WARNING: Location' || true
 rm -rf "$out/fa4a" "$out/fa4b" && mkdir -p "$out/fa4a" "$out/fa4b"
 tar -C "$fa4" -cf "$out/fa4.tar" .

@@ -9,7 +9,8 @@
 #
 # Everything comes back in at most 8 files: the tables (training.out), the GPU, and one archive of every run's
 # metrics.jsonl, child logs and stderr (training.tar.gz). Environment: STEPS (16), RECIPES, ARCHS (llama-1b),
-# TRAIN_S (hard timeout, 540), TRAIN_BUDGET_S (no new recipe after, 450), UNSLOTH_S (one Unsloth child, 300).
+# TRAIN_S (hard timeout, 540), TRAIN_BUDGET_S (no new recipe after, 450), UNSLOTH_S (one Unsloth child, 300);
+# fa4: FA4_S (300), FA4_IMPLS (the model check's attn_implementation list, e.g. flash_attention_4).
 set -uo pipefail
 what=${1:?bench, fa4a or fa4}
 B=${BENCH_DIR:-.gpu/bench}
@@ -50,9 +51,14 @@ case "$what" in
     cat "$stash"/fa4.tar.part* > /tmp/fa4.tar
     echo "$(cat "$stash/fa4.tar.sha256")  /tmp/fa4.tar" | sha256sum -c || exit 1
     mkdir -p /tmp/fa4w && tar -C /tmp/fa4w -xf /tmp/fa4.tar && ls -la /tmp/fa4w
-    python3 -m pip install --no-index --no-deps --no-compile --target /tmp/site-fa4 /tmp/fa4w/*.whl > "$OUT/fa4-install.txt" 2>&1
-    echo "pip install exit $?"; tail -3 "$OUT/fa4-install.txt"
-    PYTHONPATH=/tmp/site-fa4 timeout "${FA4_S:-300}" python3 -m benchmarks.attention_kernels > "$OUT/fa4.out" 2>&1
+    # Unzipped one into the other, not `pip install --target`: the CUTE-DSL wheels share the nvidia_cutlass_dsl/ folder
+    # and pip --target keeps only the first wheel's copy of a folder that exists already (seen on 2026-12-06). The
+    # .pth file that puts dsl_packages/ on sys.path is not read from a --target folder either: PYTHONPATH names it.
+    rm -rf /tmp/site-fa4 && mkdir -p /tmp/site-fa4
+    for w in /tmp/fa4w/*.whl; do python3 -m zipfile -e "$w" /tmp/site-fa4 || exit 1; done
+    ls /tmp/site-fa4 > "$OUT/fa4-install.txt"
+    PYTHONPATH=/tmp/site-fa4:/tmp/site-fa4/nvidia_cutlass_dsl/dsl_packages timeout "${FA4_S:-300}" \
+      python3 -m benchmarks.attention_kernels ${FA4_IMPLS:+--impls "$FA4_IMPLS"} > "$OUT/fa4.out" 2>&1
     echo "attention_kernels exit $?"
     cat "$OUT/fa4.out" | grep -v '^W1\|Warning' | tail -60
     ;;
