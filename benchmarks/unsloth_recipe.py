@@ -237,7 +237,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         except md.PackageNotFoundError:
             runtime[name] = None
     writer.write({"event": "start", "step": 0, "runtime": runtime, "time": time.time(),
-                  "peak_mem_kind": "cuda_allocated" if device == "cuda" else "cpu_peak_rss", "train_examples": len(train_set.examples),
+                  "peak_mem_kind": "cuda_allocated" if device == "cuda" else "cpu_peak_rss",
+                  "train_examples": len(train_set.examples),
                   "eval_examples": len(eval_set.examples)})
     trainer.train()
     metrics = trainer.evaluate()
