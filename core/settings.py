@@ -14,6 +14,7 @@ so a user fixes a bad configuration in one pass.
 from __future__ import annotations
 
 import math
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -279,7 +280,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, config_file: Path | N
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in known:
-            problems.append(f"{shown_value(key)[1:-1]}: unknown setting (known: {', '.join(sorted(known))})")
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {ENV_PREFIX}{close[0].upper()}?" if close else "the README's Settings table lists them"
+            problems.append(f"{shown_value(key)[1:-1]}: unknown setting ({hint})")
             continue
         values[name] = convert_value(name, raw, _kind(name), problems)
 

@@ -1,4 +1,4 @@
-"""Properties of the prompt format (core.prompts) and the streaming view built on it (core.inference._split).
+"""Properties of the prompt format (core.prompts) and the streaming view built on it (core.inference.split_text).
 
 tests/core/test_prompts.py already proves that any reasoning and answer survive format -> parse.
 Here: parse_completion never raises and splits any text into pieces of that text; building messages
@@ -13,7 +13,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.inference import _split
+from core.inference import split_text
 from core.prompts import build_messages, marker_prefix_len, parse_completion
 from tests.properties.strategies import odd_text
 
@@ -53,10 +53,10 @@ prose = st.text(alphabet=st.sampled_from(list("abcdefinlrsw FA.,*_>#:-\n") + ["Ã
 @given(reasoning=prose, answer=prose, marker=st.sampled_from(MARKERS), sep=st.sampled_from(["\n\n", "\n"]))
 def test_streamed_text_never_shows_what_the_final_parse_takes_back(reasoning, answer, marker, sep):
     text = f"{reasoning.strip()}{sep}{marker} {answer.strip()}"
-    final_reasoning, final_answer, has_answer = _split(text, final=True)
+    final_reasoning, final_answer, has_answer = split_text(text, final=True)
     assert has_answer
     for cut in range(len(text) + 1):
-        shown_reasoning, shown_answer, shown_has = _split(text[:cut], final=False)
+        shown_reasoning, shown_answer, shown_has = split_text(text[:cut], final=False)
         assert final_reasoning.startswith(shown_reasoning), (text[:cut], shown_reasoning)
         if shown_has:
             assert shown_reasoning == final_reasoning and final_answer.startswith(shown_answer)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import types
 
 import pytest
@@ -31,7 +30,7 @@ def test_batched_evaluation_generates_what_the_app_streams(tiny):
     budget = 40
     outputs, stats = evaluate.generate(model, tokenizer, [evaluate.prompt_for(r) for r in records], batch_size=3,
                                        max_new_tokens=budget)
-    served = types.SimpleNamespace(model=model, tokenizer=tokenizer, lock=threading.Lock())
+    served = inference.ModelServer(model, tokenizer)
     for rec, gen in zip(records, outputs):
         case, options = evaluate.question_text(rec), evaluate.mcq_options(rec)
         settings = inference.GenerationSettings(max_new_tokens=budget, temperature=0)
@@ -74,7 +73,7 @@ def test_batched_evaluation_forces_an_early_end_as_the_app_does(tiny_model_dir, 
     budget = 60
     outputs, stats = evaluate.generate(model, tokenizer, [evaluate.prompt_for(r) for r in records], batch_size=3,
                                        max_new_tokens=budget)
-    served = types.SimpleNamespace(model=model, tokenizer=tokenizer, lock=threading.Lock())
+    served = inference.ModelServer(model, tokenizer)
     for rec, gen in zip(records, outputs):
         case, options = evaluate.question_text(rec), evaluate.mcq_options(rec)
         settings = inference.GenerationSettings(max_new_tokens=budget, temperature=0)
