@@ -35,6 +35,14 @@ length distribution and padding. Each recipe trains exactly one epoch over the s
 The seed's recipe runs first: Liger kernels patch transformers' Llama module for the whole
 process, so every recipe without them must run before any recipe with them.
 
+**Unsloth** (issue 21): the ``unsloth-*`` recipes (``benchmarks/unsloth_recipe.py``) run Unsloth's own QLoRA and
+bf16 LoRA paths in a child process each (Unsloth patches transformers, peft and TRL on import), with
+``--unsloth-site`` (its bundle: unsloth, its pinned TRL 1.15 and datasets 4.x) first on the child's path, on the
+same model folder, examples, steps and LoRA shape, in the same call as the seed's and our recipes::
+
+    python3 -m benchmarks.bench_training --archs llama-1b --recipes seed,unsloth-nf4,unsloth-bf16,ours-nf4-fast,ours-bf16-compile
+
+
 Prints the machine, versions and command, then markdown tables (paste them into docs/BENCHMARKS.md);
 ``--out DIR`` also writes them (and each run's metrics) there as they finish.
 """

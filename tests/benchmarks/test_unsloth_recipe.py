@@ -128,3 +128,13 @@ def test_an_unsloth_recipe_that_cannot_import_reports_the_exact_error(tmp_path, 
     spec = json.loads((tmp_path / "runs" / "tiny-unsloth-bf16.spec.json").read_text())
     assert spec["unsloth"] == UNSLOTH_RECIPES["unsloth-bf16"][2] and spec["values"]["max_steps"] == 16
     assert "failed: exit 1: ModuleNotFoundError" in table([res])
+
+
+def test_attention_check_packs_example_lengths_like_the_training_split():
+    from benchmarks.attention_kernels import example_lengths
+
+    lengths = example_lengths(16_384)
+    assert sum(lengths) == 16_384  # one packed step of 16 rows of ≤ 1,024 tokens
+    assert all(150 <= n <= 1024 for n in lengths[:-1]) and 0 < lengths[-1] <= 1024
+    assert 400 <= sum(lengths[:-1]) / len(lengths[:-1]) <= 800  # the split's mean is ≈ 600 tokens
+    assert example_lengths(16_384) == lengths  # fixed seed: every kernel sees the same row
