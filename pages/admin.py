@@ -17,13 +17,13 @@ import streamlit as st
 
 from app import auth, resources, saving
 from core import adapters as adapter_lib
-from core import charts
+from core import charts, safety
 from core import runs as runs_lib
 from core.metrics import read_metrics
 from core.model import ModelError
 from core.settings import PROJECT_ROOT
 from services import training
-from services.training import DatasetPlan, Job, LaunchError, TrainingRun
+from services.training import AdapterRecord, DatasetPlan, Job, LaunchError, TrainingRun
 from trainer.config import (
     ConfigError,
     TrainConfig,
@@ -335,10 +335,36 @@ def runs_view(all_runs: list[TrainingRun]) -> None:
                                                              / "metrics.jsonl")) for i in overlay}
             st.plotly_chart(charts.loss_overlay_figure(curves), key="admin_overlay_chart")
 
+def gguf_view(record: AdapterRecord, problem: str | None) -> None:
+    """GGUF exports for llama.cpp, Ollama and LM Studio: made on request, then offered as downloads."""
+    g = st.columns([2, 1, 1])
+    g[0].caption("For llama.cpp, Ollama or LM Studio: the LoRA as a GGUF adapter (load it with `--lora` on the "
+                 "base GGUF), or one merged Q8_0 GGUF file.")
+    for col, merged, label in ((g[1], False, "GGUF LoRA"), (g[2], True, "GGUF merged (Q8_0)")):
+        key = f"admin_gguf_{'merged' if merged else 'lora'}_{record.id}"
+        path = st.session_state.get(key)
+        if path is not None and Path(path).is_file():
+            col.download_button(f"Download {label}", data=lambda p=path: Path(p).read_bytes(), file_name=Path(path).name,
+                                mime="application/octet-stream", key=f"{key}_download", on_click="ignore")
+        elif col.button(f"Export {label}", key=f"{key}_export", disabled=problem is not None, help=problem):
+            with st.spinner(f"Writing the {label} file…"):
+                try:
+                    st.session_state[key] = str(training.export_gguf(settings, record, merged=merged))
+                except (training.JobError, OSError) as exc:
+                    st.error(saving.message_for(exc, f"the {label} file") or f"Export failed: {exc}")
+                else:
+                    st.rerun()
+
+
 def adapters_view() -> None:
     adapters = training.list_adapters(engine)
     serving = resources.active_adapter_path()
     st.caption(f"The case-study and quiz pages serve `{Path(serving).name}` on base `{settings.base_model}`.")
+    if settings.serving_backend == "openai":  # only then is the backend cheap to ask (no model to load)
+        backend = resources.get_backend()
+        st.caption(f"Generation runs on the {safety.markdown_text(backend.describe())}.")
+        if note := backend.adapter_note():
+            st.warning(safety.markdown_text(note), icon=":material/restart_alt:")
     if any(a.active for a in adapters):
         st.button("Serve the configured default instead", key="admin_deactivate", on_click=_activate, args=(None,))
     running = training.active_job(settings)
@@ -379,6 +405,7 @@ def adapters_view() -> None:
                         st.error(saving.message_for(exc, "the merged model") or f"Export failed: {exc}")
                     else:
                         st.success(f"Merged model written to `{out}`.")
+            gguf_view(record, problem)
             metrics = card.get("metrics") or {}
             if metrics:
                 st.caption(" · ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))

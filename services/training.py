@@ -24,10 +24,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from core import adapters as adapter_lib
+from core import llamacpp
 from core import runs as runs_lib
 from core.metrics import read_metrics
 from core.model import DEFAULT_ADAPTER_DIR, ModelError, read_adapter_card
-from core.settings import Settings
+from core.settings import EMBEDDED_MODEL, Settings
 from storage import training
 from storage.models import AdapterRecord, TrainingRun  # noqa: F401  (TrainingRun: the admin page's type)
 from trainer import launch
@@ -353,6 +354,37 @@ def export_merged(settings: Settings, record: AdapterRecord, base: Any) -> Path:
     if why:
         raise JobError(f"Adapter {record.name} cannot be merged into {base.identity}: {why}.")
     return adapter_lib.export_merged(base, Path(record.path), exports_dir(settings) / f"{adapter_lib.safe_name(record.name)}-merged")
+
+
+def export_gguf(settings: Settings, record: AdapterRecord, *, merged: bool) -> Path:
+    """The adapter as a GGUF file for llama.cpp, Ollama and LM Studio, under ``<work_dir>/exports``.
+
+    ``merged``: the base model with the adapter merged in, quantised to Q8_0, one self-contained file
+    (tokenizer and chat template copied from the embedded GGUF); else the LoRA alone as a GGUF adapter
+    to load on top of the base GGUF (``--lora``). Made once per adapter folder content; only the
+    embedded base ships as a GGUF, so other bases are refused with a message.
+    """
+    from core import gguf_export
+    from core.model import find_embedded_gguf, sha256_file
+
+    if settings.base_model != EMBEDDED_MODEL:
+        raise JobError("GGUF export needs a GGUF base model: it works with the embedded SmolLM2 base "
+                       f"(base_model = {EMBEDDED_MODEL!r}); use \"Export merged model\" for other bases.")
+    why = adapter_lib.mismatch(record.card or {}, adapter_lib.base_identity(settings))
+    if why:
+        raise JobError(f"Adapter {record.name} does not fit the embedded base: {why}.")
+    base_gguf = find_embedded_gguf()
+    digest = llamacpp.adapter_content_hash(Path(record.path), sha256_file(base_gguf))[:12]
+    name = adapter_lib.safe_name(record.name)
+    out = exports_dir(settings) / f"{name}-gguf" / f"{name}-{digest}.{'q8_0' if merged else 'lora'}.gguf"
+    if out.is_file():
+        return out
+    try:
+        export = gguf_export.export_merged_gguf if merged else gguf_export.export_lora_gguf
+        export(Path(record.path), out, base_gguf=base_gguf)
+    except ModelError as exc:
+        raise JobError(str(exc)) from exc
+    return out
 
 
 def active_job(settings: Settings) -> launch.Job | None:

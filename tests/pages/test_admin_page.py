@@ -332,3 +332,42 @@ def test_pages_serve_the_active_adapter(engine, work):
         training.activate_adapter(session=session, adapter_id=mine_id)
     shutil.rmtree(folder)
     assert resources.active_adapter_path() == "default"  # a folder deleted by hand never breaks the pages
+
+
+def test_gguf_exports_of_an_adapter_are_written_and_offered_as_downloads(engine, admin, work):
+    from gguf import GGUFReader
+
+    at = app_as(admin, PAGE, admin_tab="Adapters").run()
+    record_id = next(b.key for b in at.button if b.key and b.key.startswith("admin_activate_")).rsplit("_", 1)[1]
+    at.button(key=f"admin_gguf_lora_{record_id}_export").click().run()
+    assert not at.exception and not at.error
+    lora = Path(at.session_state[f"admin_gguf_lora_{record_id}"])
+    assert lora.is_file() and lora.is_relative_to(work) and lora.name.endswith(".lora.gguf")
+    fields = GGUFReader(lora).fields
+    assert bytes(fields["general.type"].parts[-1]).decode() == "adapter"
+    labels = [b.label for b in at.get("download_button")]
+    assert "Download GGUF LoRA" in labels and "Export GGUF merged (Q8_0)" in [b.label for b in at.button]
+    # The same adapter content is exported once: a second export returns the same file untouched.
+    mtime = lora.stat().st_mtime_ns
+    from services import training as training_service
+    from app import resources
+    with Session(engine) as session:
+        record = next(r for r in training.list_adapters(session=session) if r.id == int(record_id))
+    assert training_service.export_gguf(resources.get_settings(), record, merged=False) == lora
+    assert lora.stat().st_mtime_ns == mtime
+
+
+def test_gguf_export_is_refused_with_a_message_for_a_base_without_gguf(engine, admin, work, monkeypatch):
+    from dataclasses import replace
+
+    from app import resources
+    from services import training as training_service
+
+    at = app_as(admin, PAGE, admin_tab="Adapters").run()
+    record_id = int(next(b.key for b in at.button if b.key and b.key.startswith("admin_activate_")).rsplit("_", 1)[1])
+    with Session(engine) as session:
+        record = next(r for r in training.list_adapters(session=session) if r.id == record_id)
+    hub = replace(resources.get_settings(), base_model="meta-llama/Llama-3.2-1B-Instruct")
+    with pytest.raises(training_service.JobError, match="needs a GGUF base model"):
+        training_service.export_gguf(hub, record, merged=True)
+    assert not (work / "exports").exists() or not any((work / "exports").rglob("*.gguf"))
