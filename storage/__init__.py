@@ -8,6 +8,7 @@
 - ``quizzes``     quiz sets, item overrides, imported items
 - ``attempts``    quiz attempts and answers
 - ``reviews``     spaced-repetition cards
+- ``classes``     classes, enrolment, assignments, peer first answers, FSRS review settings
 - ``training``    training runs and the adapter registry
 - ``rows``        save one row / delete one row by id (the unit of work most functions end with)
 

@@ -13,7 +13,9 @@ from typing import Any, Final
 from sqlmodel import Session, col, func, select
 
 from storage import rows
-from storage.models import ATTEMPT_STATUSES, QUIZ_MODES, SELF_GRADES, Attempt, AttemptItem, QuizSet, utcnow
+from storage.models import (
+    ATTEMPT_STATUSES, QUIZ_MODES, SELF_GRADES, Assignment, Attempt, AttemptItem, QuizSet, utcnow,
+)
 
 
 class _Unset:
@@ -40,10 +42,12 @@ def start_attempt(
     quiz_set_id: int | None = None,
     config: dict[str, Any] | None = None,
     time_limit_s: int | None = None,
+    assignment_id: int | None = None,
 ) -> Attempt:
     """A new in-progress attempt over ``item_ids`` (in this order).
 
-    For a quiz set, the set's ``attempts_allowed`` is enforced here.
+    For a quiz set, the set's ``attempts_allowed`` is enforced here; for a class assignment, the
+    assignment's instead (its own count, so practice on the same set does not use it up).
     """
     problems = []
     if not item_ids:
@@ -52,7 +56,17 @@ def start_attempt(
         problems.append(f"Mode must be one of {', '.join(QUIZ_MODES)}.")
     if time_limit_s is not None and time_limit_s <= 0:
         problems.append("The time limit must be a positive number of seconds.")
-    if quiz_set_id is not None:
+    if assignment_id is not None:
+        assignment = session.get(Assignment, assignment_id)
+        if assignment is None:
+            problems.append("This assignment does not exist.")
+        elif assignment.attempts_allowed is not None:
+            used = session.exec(select(func.count()).select_from(Attempt).where(
+                Attempt.user_id == user_id, Attempt.assignment_id == assignment_id)).one()
+            if used >= assignment.attempts_allowed:
+                problems.append(f"You have used all {assignment.attempts_allowed} attempts allowed for this "
+                                "assignment.")
+    elif quiz_set_id is not None:
         quiz_set = session.get(QuizSet, quiz_set_id)
         if quiz_set is None:
             problems.append(f"No quiz set with id {quiz_set_id}.")
@@ -63,7 +77,7 @@ def start_attempt(
     if problems:
         raise AttemptError(" ".join(problems))
     attempt = Attempt(user_id=user_id, quiz_set_id=quiz_set_id, mode=mode, config=dict(config or {}),
-                      time_limit_s=time_limit_s)
+                      time_limit_s=time_limit_s, assignment_id=assignment_id)
     session.add(attempt)
     session.flush()
     assert attempt.id is not None

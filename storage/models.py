@@ -35,6 +35,9 @@ CASE_RUN_STATUSES = ("completed", "stopped", "error")
 QUIZ_MODES = ("tutor", "exam")
 ATTEMPT_STATUSES = ("in_progress", "submitted", "timed_out")
 SELF_GRADES = ("correct", "partly", "wrong")
+LATE_POLICIES = ("accept", "refuse")
+"""What an assignment does with a submission after its due date: accept it marked late, or refuse it."""
+DEFAULT_RETENTION = 0.9
 TRAINING_STATUSES = ("queued", "running", "stopping", "stopped", "completed", "failed", "cancelled", "interrupted")
 
 ITEM_ID = 128
@@ -203,6 +206,8 @@ class Attempt(SQLModel, table=True):
     score: float | None = None
     """Fraction correct, 0..1, set when the attempt is finished."""
     status: str = Field(default="in_progress", sa_type=String(16), nullable=False)
+    assignment_id: int | None = Field(default=None, foreign_key="assignments.id", ondelete="SET NULL", index=True)
+    """The class assignment this attempt is for (migration 0005); NULL for practice and plain quiz sets."""
 
 
 class AttemptItem(SQLModel, table=True):
@@ -287,3 +292,61 @@ class LoginFailure(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     username: str = Field(sa_type=String(128), nullable=False)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime(), nullable=False, index=True)
+
+
+class StudyClass(SQLModel, table=True):
+    """An instructor's class: students enrolled by the instructor or by entering its join code."""
+
+    __tablename__ = "classes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: int = Field(foreign_key="users.id", nullable=False, index=True)
+    name: str = Field(sa_type=String(200), nullable=False)
+    join_code: str = Field(sa_type=String(16), unique=True, nullable=False)
+    created_at: datetime = _created()
+
+
+class ClassMember(SQLModel, table=True):
+    """A student's enrolment in a class (a student may be in several)."""
+
+    __tablename__ = "class_members"
+    __table_args__ = (UniqueConstraint("class_id", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    class_id: int = Field(foreign_key="classes.id", ondelete="CASCADE", nullable=False)
+    user_id: int = Field(foreign_key="users.id", nullable=False, index=True)
+    joined_at: datetime = _created()
+
+
+class Assignment(SQLModel, table=True):
+    """A published quiz set given to a class, with an opening time, a due date and how it is taken."""
+
+    __tablename__ = "assignments"
+
+    id: int | None = Field(default=None, primary_key=True)
+    class_id: int = Field(foreign_key="classes.id", ondelete="CASCADE", nullable=False, index=True)
+    quiz_set_id: int = Field(foreign_key="quiz_sets.id", ondelete="CASCADE", nullable=False, index=True)
+    title: str = Field(sa_type=String(200), nullable=False)
+    opens_at: datetime = Field(sa_type=UTCDateTime(), nullable=False)
+    due_at: datetime = Field(sa_type=UTCDateTime(), nullable=False)
+    mode: str = Field(default="tutor", sa_type=String(16), nullable=False)
+    time_limit_s: int | None = None
+    attempts_allowed: int | None = None
+    """None means unlimited."""
+    late_policy: str = Field(default="accept", sa_type=String(16), nullable=False)
+    created_by_id: int = Field(foreign_key="users.id", nullable=False)
+    created_at: datetime = _created()
+
+
+class ReviewSettings(SQLModel, table=True):
+    """A user's FSRS settings: desired retention and, once optimised, parameters fitted to their own reviews."""
+
+    __tablename__ = "review_settings"
+
+    user_id: int = Field(foreign_key="users.id", primary_key=True)
+    desired_retention: float = Field(default=DEFAULT_RETENTION, nullable=False)
+    parameters: list[float] | None = Field(default=None, sa_type=JSON())
+    """None: fsrs's default parameters."""
+    optimised_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    reviews_fitted: int | None = None
+    updated_at: datetime = _created()

@@ -171,3 +171,48 @@ def test_command_line_upgrade_and_current(tmp_path: Path) -> None:
     bad = run("--url", "postgresql+psycopg://x@127.0.0.1:1/none", "upgrade")
     assert bad.returncode == 1 and "error: could not open or upgrade the database" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_0005_classes_upgrade_keeps_attempts_and_downgrades(empty_url: str) -> None:
+    engine = create_db_engine(empty_url)
+    upgrade_database(engine, "0004")
+    with engine.begin() as connection:  # an attempt written before classes existed
+        connection.execute(text("INSERT INTO users (username, role, active, created_at) "
+                                "VALUES ('teach', 'instructor', true, CURRENT_TIMESTAMP)"))
+        connection.execute(text("INSERT INTO users (username, role, active, created_at) "
+                                "VALUES ('ann', 'student', true, CURRENT_TIMESTAMP)"))
+        connection.execute(text("INSERT INTO attempts (user_id, mode, config, started_at, status) "
+                                "VALUES (2, 'tutor', '{}', CURRENT_TIMESTAMP, 'in_progress')"))
+        connection.execute(text("INSERT INTO attempt_items (attempt_id, position, item_id, flagged) "
+                                "VALUES (1, 0, 'medqa:q1', false)"))
+    upgrade_database(engine, "0005")
+    assert {"classes", "class_members", "assignments", "review_settings"} <= set(inspect(engine).get_table_names())
+    from storage import attempts, classes
+
+    with Session(engine) as session:
+        old = attempts.get_attempt(session=session, attempt_id=1)
+        assert old is not None and old.assignment_id is None and old.user_id == 2
+        assert [i.item_id for i in attempts.attempt_items(session=session, attempt_id=1)] == ["medqa:q1"]
+        study_class = classes.create_class(session=session, owner_id=1, name="Cardiology")
+        classes.enrol(session=session, class_id=study_class.id, user_ids=[2])
+        quiz = quizzes.create_quiz_set(session=session, owner_id=1, title="Week 1")
+        quizzes.set_quiz_set_items(session=session, quiz_set_id=quiz.id, item_ids=["medqa:q1"])
+        quizzes.set_published(session=session, quiz_set_id=quiz.id, published=True)
+        now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+        assignment = classes.create_assignment(session=session, class_id=study_class.id, quiz_set_id=quiz.id,
+                                               created_by_id=1, title="Week 1", opens_at=now,
+                                               due_at=now.replace(day=7))
+        linked = attempts.start_attempt(session=session, user_id=2, item_ids=["medqa:q1"], quiz_set_id=quiz.id,
+                                        assignment_id=assignment.id)
+        assert linked.assignment_id == assignment.id
+    _downgrade(engine, "0004")
+    assert current_revision(engine) == "0004"
+    assert "assignment_id" not in {c["name"] for c in inspect(engine).get_columns("attempts")}
+    assert "classes" not in inspect(engine).get_table_names()
+    with engine.connect() as connection:  # attempts (old and assignment ones) and their answers are kept
+        assert connection.execute(text("SELECT count(*) FROM attempts")).scalar() == 2
+        assert connection.execute(text("SELECT count(*) FROM attempt_items")).scalar() == 2
+    upgrade_database(engine)
+    if engine.dialect.name == "sqlite":
+        assert integrity_check(engine) == "ok"
+    engine.dispose()
