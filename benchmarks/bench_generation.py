@@ -15,12 +15,12 @@ alike; the table gives medians and the spread.
 
 - CPU: the base model from the settings (default: the embedded SmolLM2-135M-Instruct) with the
   adapter from the settings merged in. Methods: eager fp32 (baseline), bf16 weights, int8
-  weight-only linears through ``generate`` (the previous plan), and the serving plan (the lean
+  weight-only linears through ``generate`` (the serving plan without the lean decoder), and the serving plan (the lean
   decoder of :mod:`core.decoder`: for the embedded model its 4-bit native base plus the unmerged
   LoRA). Quality column: how often the method's most likely next token equals fp32's, teacher-forced
   on medical texts (``--quality-texts``), through the weights each method decodes with.
 - CUDA: the Llama-3.2-1B architecture built from its config with random weights (speed does not
-  depend on values), batch 1: eager merged bf16 (baseline), the previous plan (static KV cache,
+  depend on values), batch 1: eager merged bf16 (baseline), ``generate`` compiled without the lean decoder (static KV cache,
   ``generate`` compiles its step) and the serving plan (the lean decoder, its one-token step
   compiled to a CUDA graph). Compilation happens in an untimed warm-up and is reported apart.
 
@@ -194,7 +194,7 @@ def cpu_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
         suffix = f", {n} thread{'s' if n != 1 else ''}"
         methods.append(Method(f"eager fp32 (baseline){suffix}", fp32, tok, n, quality=quality[id(fp32)]))
         methods.append(Method(f"bf16 weights{suffix}", bf16, tok, n, quality=quality[id(bf16)]))
-        methods.append(Method(f"int8 weight-only, generate (previous plan){suffix}", int8_generate, tok, n,
+        methods.append(Method(f"int8 weight-only, generate (no lean decoder){suffix}", int8_generate, tok, n,
                               quality=quality[id(int8_generate)]))
         methods.append(Method(f"serving: {used}{suffix}", served, tok, n, quality=quality[id(served)]))
         if args.sampling:
@@ -223,7 +223,7 @@ def cuda_methods(args: argparse.Namespace) -> tuple[list[Method], str]:
     previous = inference.ServingPlan("bf16", static_cache=True, max_cache_len=4096)
     for name, plan in (
         ("eager merged bf16 (baseline)", inference.ServingPlan("bf16")),
-        (f"{previous.describe()} (previous plan)", previous),
+        (f"{previous.describe()} (no lean decoder)", previous),
         (f"serving: {inference.serving_plan('cuda').describe()}", inference.serving_plan("cuda")),
     ):
         torch.manual_seed(0)

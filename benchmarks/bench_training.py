@@ -96,12 +96,12 @@ RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
                           "a run under 200 steps)", {**NF4, "lora_dropout": 0.0},
                           "+3-8% over ours-nf4 (no dropout mask and copy on seven projections), peak -0.3 GiB, "
                           "validation loss within ±0.02 of ours-nf4"),
-    "ours-nf4-long": ("ours: NF4 QLoRA, compiled, with the seed's dropout 0.05 (what a long run's defaults were "
-                      "before dropout 0 became the default)", {**NF4, "torch_compile": "true"},
+    "ours-nf4-long": ("ours: NF4 QLoRA, compiled, with the seed's dropout 0.05 (what the dropout costs once "
+                      "compiled)", {**NF4, "torch_compile": "true"},
                       "between ours-nf4 (15.8 k on the H100) and ours-nf4-fast (32.6 k): compiling fuses the dropout "
                       "too, ≈ 25-30 k; peak ≈ ours-nf4"),
     "ours-nf4-upcast": ("lever check: ours-nf4-dropout0 with peft's fp32 upcast of embeddings, head and norms "
-                        "(the default before this check)", {**NF4, "lora_dropout": 0.0, "fp32_upcast": "true"},
+                        "(peft's default for k-bit training)", {**NF4, "lora_dropout": 0.0, "fp32_upcast": "true"},
                         "ours-nf4-dropout0 (bf16 kept) +20-40% over this: the H100 profile of this setting showed "
                         "≈ 80 ms per step of dtype copies and fp32 adds; same validation loss ±0.02"),
     "ours-nf4-fast": ("ours: NF4 QLoRA, checkpointing, LoRA dropout 0, training step compiled, batch 16 (the "

@@ -170,26 +170,26 @@ def read_adapter_card(adapter_dir: Path) -> dict[str, Any]:
     card_path = adapter_dir / CARD_FILE
     if not card_path.is_file():
         raise ModelError(f"{adapter_dir} has no {CARD_FILE}; cannot check which base model it belongs to")
-    try:
-        card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{card_path} is not valid JSON: {exc}") from exc
-    except OSError as exc:
-        raise ModelError(f"{card_path} cannot be read: {exc}") from exc
+    card = _read_json(card_path, ModelError, str(card_path))
     if not isinstance(card, dict):
         raise ModelError(f"{card_path} is not a JSON object")
     return card
 
 
+def _read_json(path: Path, error: type[ModelError], name: str) -> Any:
+    """``path``'s JSON; ``error`` naming the file as ``name`` when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{name} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise error(f"{name} cannot be read: {exc}") from exc
+
+
 def _check_adapter_config(adapter_dir: Path) -> None:
     """Refuse an ``adapter_config.json`` that is not a JSON object naming a PEFT type."""
     path = adapter_dir / "adapter_config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdapterLoadError(f"{path.name} of adapter {adapter_dir.name} is not valid JSON: {exc}") from exc
-    except OSError as exc:
-        raise AdapterLoadError(f"{path.name} of adapter {adapter_dir.name} cannot be read: {exc}") from exc
+    config = _read_json(path, AdapterLoadError, f"{path.name} of adapter {adapter_dir.name}")
     if not isinstance(config, dict) or not config.get("peft_type"):
         raise AdapterLoadError(f"{path.name} of adapter {adapter_dir.name} is not a PEFT adapter configuration")
 

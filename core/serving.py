@@ -159,6 +159,7 @@ def _lora_matches(entry: dict[str, Any], adapter_dir: Path, manifest: dict[str, 
     return name == adapter_dir.name or name.startswith((adapter_dir.name + ".", adapter_dir.name + "-"))
 
 
+@dataclass(eq=False, kw_only=True)
 class OpenAIBackend:
     """Streams completions from an OpenAI-compatible server at ``url`` (ending in ``/v1``).
 
@@ -167,40 +168,31 @@ class OpenAIBackend:
     from the environment variable ``api_key_env`` at each request and never kept.
     """
 
-    kind = "openai"
+    url: str
+    tokenizer: Any
+    base_model: str
+    adapter_dir: Path | None
+    model: str = ""
+    """The model name to send; empty: the first the server lists."""
+    api_key_env: str = "OPENAI_API_KEY"
+    connect_timeout_s: float = 5.0
+    first_token_timeout_s: float = 60.0
+    stall_timeout_s: float = 30.0
+    manifest_path: Path | None = None
+    """``make serve``'s ``server.json`` (which llama.cpp LoRA id is which adapter folder), if there is one."""
+    request_extra: dict[str, Any] = field(default_factory=dict)
+    """Extra fields for every completion request (a benchmark's ``ignore_eos``, a server's own options)."""
+    poll_s: float = 0.2
+    kind: str = field(default="openai", init=False)
+    _info: tuple[float, ServerInfo] | None = field(default=None, init=False, repr=False)
+    _info_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        tokenizer: Any,
-        base_model: str,
-        adapter_dir: Path | None,
-        model: str = "",
-        api_key_env: str = "OPENAI_API_KEY",
-        connect_timeout_s: float = 5.0,
-        first_token_timeout_s: float = 60.0,
-        stall_timeout_s: float = 30.0,
-        manifest_path: Path | None = None,
-        request_extra: dict[str, Any] | None = None,
-        poll_s: float = 0.2,
-    ) -> None:
-        self.url = url.rstrip("/")
-        self.tokenizer = tokenizer
-        self.base_model = base_model
-        self.adapter_dir = adapter_dir
-        self.adapter = adapter_dir.name if adapter_dir else "none (base model)"
-        self.model = model
-        self.api_key_env = api_key_env
-        self.connect_timeout_s = connect_timeout_s
-        self.first_token_timeout_s = first_token_timeout_s
-        self.stall_timeout_s = stall_timeout_s
-        self.manifest_path = manifest_path
-        self.request_extra = dict(request_extra or {})
-        """Extra fields for every completion request (a benchmark's ``ignore_eos``, a server's own options)."""
-        self.poll_s = poll_s
-        self._info: tuple[float, ServerInfo] | None = None
-        self._info_lock = threading.Lock()
+    def __post_init__(self) -> None:
+        self.url = self.url.rstrip("/")
+
+    @property
+    def adapter(self) -> str:
+        return self.adapter_dir.name if self.adapter_dir else "none (base model)"
 
     # -- the server's self-description ---------------------------------------------------------------
 
