@@ -682,3 +682,97 @@ def quiz_analytics(
         group_size=k,
         items=stats,
     )
+
+
+# -- class assignments: due dates, peer difficulty, percentile ----------------------------------------------------
+
+SubmissionTiming = Literal["on_time", "late", "refused"]
+
+
+def submission_timing(*, due_at: datetime, late_policy: str, now: datetime) -> SubmissionTiming:
+    """Whether a submission at ``now`` is on time, accepted late, or refused (``late_policy`` "refuse").
+
+    Exactly at the due time is still on time.
+    """
+    if late_policy not in ("accept", "refuse"):
+        raise ValueError(f"Late policy must be 'accept' or 'refuse', got {late_policy!r}.")
+    if as_utc(now) <= as_utc(due_at):
+        return "on_time"
+    return "late" if late_policy == "accept" else "refused"
+
+
+DIFFICULTY_MIN_ANSWERS = 10
+"""First answers (one per user) an item needs before its peer difficulty is shown.
+
+With 10 answers the share correct has a standard error of at most 0.16 (p = 0.5), small enough
+that an item rarely moves more than one band (easy/medium/hard) by chance; fewer would label items
+mostly by noise, and many more would leave a small class's items unlabelled for a long time.
+"""
+EASY_AT, HARD_BELOW = 0.7, 0.4
+"""Share of correct first answers: at least 0.7 is easy, below 0.4 is hard, in between medium."""
+DIFFICULTIES = ("easy", "medium", "hard")
+
+PERCENTILE_MIN_PEERS = 5
+"""Submitted students (the student included) an assignment needs before a percentile is shown: with
+fewer, a percentile is mostly about one or two named classmates and gives their scores away."""
+
+
+def peer_difficulty(answered: int, correct: int, *, minimum: int = DIFFICULTY_MIN_ANSWERS) -> float | None:
+    """Share of correct first answers, in [0, 1]; None below ``minimum`` answers (never a division by zero)."""
+    if answered <= 0 or answered < max(1, minimum):
+        return None
+    return min(1.0, max(0.0, correct / answered))
+
+
+def difficulty_label(share_correct: float | None) -> str | None:
+    """``easy``, ``medium`` or ``hard`` for a share of correct first answers; None when it is not known."""
+    if share_correct is None:
+        return None
+    if share_correct >= EASY_AT:
+        return "easy"
+    return "hard" if share_correct < HARD_BELOW else "medium"
+
+
+def percentile(score: float, peer_scores: Sequence[float], *, minimum: int = PERCENTILE_MIN_PEERS) -> float | None:
+    """The share of ``peer_scores`` below ``score`` (ties count half), in [0, 1]; None below ``minimum`` scores.
+
+    ``peer_scores`` are every submitted student's scores, the student's own included.
+    """
+    n = len(peer_scores)
+    if n == 0 or n < max(1, minimum):
+        return None
+    below = sum(1 for s in peer_scores if s < score)
+    equal = sum(1 for s in peer_scores if s == score)
+    return min(1.0, max(0.0, (below + 0.5 * equal) / n))
+
+
+def weakest_subjects(results: Iterable[AttemptResult], *, limit: int = 3) -> list[tuple[str, GroupScore]]:
+    """The subjects with the lowest pooled score over ``results`` (items without a subject left out)."""
+    pooled: dict[str, list[float]] = {}
+    for result in results:
+        for subject, group in result.by_subject.items():
+            if subject:
+                n_score = pooled.setdefault(subject, [0.0, 0.0])
+                n_score[0] += group.n
+                n_score[1] += group.score
+    groups = [(s, GroupScore(n=int(n), score=score)) for s, (n, score) in pooled.items() if n]
+    return sorted(groups, key=lambda sg: (sg[1].score / sg[1].n, sg[0]))[:limit]
+
+
+def in_zone(moment: datetime, zone: str | None) -> datetime:
+    """``moment`` in the IANA time zone ``zone`` (the browser's); UTC when the zone is missing or unknown."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        tz = ZoneInfo(zone) if zone else timezone.utc
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = timezone.utc
+    return as_utc(moment).astimezone(tz)
+
+
+def local_to_utc(local: datetime, zone: str | None) -> datetime:
+    """A wall-clock time entered in ``zone`` (naive) as aware UTC; unknown zones are taken as UTC."""
+    if local.tzinfo is not None:
+        return as_utc(local)
+    zoned = in_zone(datetime.now(timezone.utc), zone).tzinfo
+    return as_utc(local.replace(tzinfo=zoned))

@@ -38,7 +38,7 @@ from core.quiz import Answer, AttemptResult, NotEnoughItemsError
 from core.quiz_bank import Bank
 from core.quiz_catalog import Catalog, EditInfo, edit_fields
 from core.records import Record
-from storage import attempts, quizzes, reviews
+from storage import attempts, classes, quizzes, reviews
 from storage.attempts import AttemptError
 from storage.models import Attempt, AttemptItem, QuizSet
 
@@ -129,6 +129,9 @@ class Sitting:
     items: list[SittingItem]
     unavailable: list[str] = field(default_factory=list)
     """Item ids of this attempt that are no longer in the bank (left out of the score)."""
+    assignment_id: int | None = None
+    submission: str | None = None
+    """For an assignment: ``on_time``, ``late`` or ``refused`` (``core.quiz.submission_timing``), once finished."""
 
     @property
     def phase(self) -> Phase:
@@ -223,6 +226,7 @@ def sitting_from_rows(attempt: Attempt, rows: list[AttemptItem], catalog: Catalo
         mode=attempt.mode, status=attempt.status, started_at=attempt.started_at, finished_at=attempt.finished_at,
         time_limit_s=attempt.time_limit_s, passing_percent=_percent(config.get("passing_score")),
         answers_closed=bool(config.get("answers_closed_at")), items=items, unavailable=unavailable,
+        assignment_id=attempt.assignment_id, submission=config.get("submission"),
     )
 
 
@@ -281,6 +285,8 @@ class AdHocSpec:
     subjects: list[str] | None = None
     steps: list[str] | None = None
     kinds: list[str] | None = None
+    difficulties: list[str] | None = None
+    """Peer difficulty labels (``core.quiz.DIFFICULTIES``); items without enough answers are left out."""
     pool: Pool = "all"
     include_flagged: bool = False
     time_limit_s: int | None = None
@@ -298,17 +304,45 @@ class AdHocSpec:
             found.append(f"Pool must be one of {', '.join(POOLS)}.")
         if self.time_limit_s is not None and self.time_limit_s <= 0:
             found.append("The time limit must be a positive number of seconds.")
+        unknown = sorted(set(self.difficulties or ()) - set(quiz_core.DIFFICULTIES))
+        if unknown:
+            found.append(f"Difficulty must be one of {', '.join(quiz_core.DIFFICULTIES)}.")
         return found
 
 
 def _sample(catalog: Catalog, spec: AdHocSpec, seed: int, *, seen: Collection[str],
-            missed: Collection[str]) -> list[Record]:
+            missed: Collection[str], rated: Collection[str] | None = None) -> list[Record]:
+    only: set[str] | None = set(missed) if spec.pool == "missed" else None
+    if rated is not None:
+        only = set(rated) if only is None else only & set(rated)
     return quiz_core.sample_items(
         catalog.items(), n=spec.n, seed=seed, sources=spec.sources, subjects=spec.subjects, steps=spec.steps,
         kinds=spec.kinds, include_flagged=spec.include_flagged,
         exclude_ids=seen if spec.pool == "unseen" else (),
-        only_ids=missed if spec.pool == "missed" else None,
+        only_ids=only,
     )
+
+
+# -- peer difficulty ---------------------------------------------------------------------------------------------
+
+
+def item_difficulty(*, session: Session, item_ids: Collection[str] | None = None) -> dict[str, float]:
+    """Item id -> share of correct first answers over all users, for items with enough answers
+    (``core.quiz.DIFFICULTY_MIN_ANSWERS``); items below the minimum are absent."""
+    out = {}
+    for item_id, (answered, correct) in classes.first_answers(session=session, item_ids=item_ids).items():
+        share = quiz_core.peer_difficulty(answered, correct)
+        if share is not None:
+            out[item_id] = share
+    return out
+
+
+def difficulty_counts(*, session: Session, catalog: Catalog) -> dict[str, int]:
+    """How many of the catalog's items are easy, medium and hard (the rest have too few answers)."""
+    ids = {r.id for r in catalog.items()}
+    shares = item_difficulty(session=session, item_ids=ids) if ids else {}
+    labels = [quiz_core.difficulty_label(p) for p in shares.values()]
+    return {d: labels.count(d) for d in quiz_core.DIFFICULTIES}
 
 
 def start_ad_hoc(*, session: Session, catalog: Catalog, user_id: int, spec: AdHocSpec) -> int:
@@ -323,7 +357,11 @@ def start_ad_hoc(*, session: Session, catalog: Catalog, user_id: int, spec: AdHo
     seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**31)
     seen = attempts.seen_item_ids(session=session, user_id=user_id) if spec.pool == "unseen" else set()
     missed = attempts.missed_item_ids(session=session, user_id=user_id) if spec.pool == "missed" else set()
-    items = _sample(catalog, spec, seed, seen=seen, missed=missed)
+    rated = None
+    if spec.difficulties:
+        rated = {item_id for item_id, share in item_difficulty(session=session).items()
+                 if quiz_core.difficulty_label(share) in spec.difficulties}
+    items = _sample(catalog, spec, seed, seen=seen, missed=missed, rated=rated)
     config = {"kind": KIND_AD_HOC, "title": AD_HOC_TITLE, "passing_score": None, **asdict(spec), "seed": seed}
     return _start(session, user_id=user_id, item_ids=[r.id for r in items], mode=spec.mode, quiz_set_id=None,
                   config=config, time_limit_s=spec.time_limit_s if spec.mode == "exam" else None)
@@ -500,6 +538,11 @@ def _finish(session: Session, sitting: Sitting, *, now: datetime, timed_out: boo
                             status="timed_out" if timed_out else "submitted", score=result.percent / 100.0)
     # The same clock as every other decision of the sitting (finish_attempt stamps the wall clock).
     attempt.finished_at = now
+    assignment = (classes.get_assignment(session=session, assignment_id=attempt.assignment_id)
+                  if attempt.assignment_id is not None else None)
+    if assignment is not None:  # on time, late, or refused (kept, but it does not count for the assignment)
+        timing = quiz_core.submission_timing(due_at=assignment.due_at, late_policy=assignment.late_policy, now=now)
+        attempt.config = {**(attempt.config or {}), "submission": timing}
     session.add(attempt)
     session.commit()
     update_review_cards(session=session, user_id=sitting.user_id, result=result, now=now)
@@ -513,10 +556,23 @@ def update_review_cards(*, session: Session, user_id: int, result: AttemptResult
         row = reviews.get_review_card(session=session, user_id=user_id, item_id=item.item_id)
         if row is not None:
             cards[item.item_id] = json.dumps(row.card)
-    updates = review.review_updates(result.items, cards, now=now)
+    updates = review.review_updates(result.items, cards, now=now, scheduler=user_scheduler(session=session,
+                                                                                           user_id=user_id))
     for item_id, (card_json, due) in updates.items():
         reviews.save_review_card(session=session, user_id=user_id, item_id=item_id, card=json.loads(card_json), due=due)
     return len(updates)
+
+
+def user_scheduler(*, session: Session, user_id: int) -> review.Scheduler:
+    """The FSRS scheduler of the user's own settings (desired retention, fitted parameters)."""
+    row = classes.get_review_settings(session=session, user_id=user_id)
+    if row is None:
+        return review.scheduler_for()
+    try:
+        return review.scheduler_for(row.desired_retention, row.parameters)
+    except ValueError as exc:  # a row written by another version: schedule with the defaults rather than fail
+        log.warning("review settings of user %s unusable (%s); using the defaults", user_id, exc)
+        return review.scheduler_for()
 
 
 # -- a student's own history -----------------------------------------------------------------------------------

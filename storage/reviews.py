@@ -11,7 +11,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from storage import rows
-from storage.models import ReviewCard, utcnow
+from storage.models import ReviewCard, ReviewSettings, utcnow
 
 
 def get_review_card(*, session: Session, user_id: int, item_id: str) -> ReviewCard | None:
@@ -46,3 +46,29 @@ def count_due_review_cards(*, session: Session, user_id: int, now: datetime | No
         ReviewCard.user_id == user_id, col(ReviewCard.due) <= (now or utcnow())
     )
     return session.exec(query).one()
+
+
+def save_schedule(
+    *, session: Session, user_id: int, desired_retention: float, parameters: list[float] | None,
+    optimised_at: datetime | None, reviews_fitted: int | None, cards: dict[str, tuple[dict[str, Any], datetime]],
+) -> None:
+    """New FSRS settings and the user's cards rescheduled under them, in one transaction (all or nothing)."""
+    settings = session.get(ReviewSettings, user_id) or ReviewSettings(user_id=user_id)
+    settings.desired_retention = float(desired_retention)
+    settings.parameters = None if parameters is None else [float(p) for p in parameters]
+    settings.optimised_at = optimised_at
+    settings.reviews_fitted = reviews_fitted
+    settings.updated_at = utcnow()
+    session.add(settings)
+    existing = {row.item_id: row for row in session.exec(select(ReviewCard).where(ReviewCard.user_id == user_id))}
+    for item_id, (card, due) in cards.items():
+        row = existing.get(item_id)
+        if row is None:
+            continue
+        row.card, row.due, row.updated_at = dict(card), due, utcnow()
+        session.add(row)
+    session.commit()
+
+
+def list_review_cards(*, session: Session, user_id: int) -> list[ReviewCard]:
+    return list(session.exec(select(ReviewCard).where(ReviewCard.user_id == user_id).order_by(col(ReviewCard.id))))
