@@ -38,3 +38,9 @@ if [ "$mode" = "test" ] && { [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgre
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium postgresql >/dev/null
 fi
+
+# Test mode: llama.cpp's server for the GGUF export and serving tests, built once into a cache outside
+# the clone (scripts/build_llama_server.sh is a no-op when it is there); skipped when one is provided.
+if [ "$mode" = "test" ] && [ -z "${LLAMA_SERVER_BIN:-}" ]; then
+  bash scripts/build_llama_server.sh
+fi
