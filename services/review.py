@@ -50,13 +50,14 @@ class Workload:
 
 
 def review_history(*, session: Session, user_id: int) -> list[Review]:
-    """Every graded answer of the user's finished attempts, oldest first (unanswered ones as Again at the finish)."""
+    """Every graded answer of the user's finished attempts at their finish time, oldest first (unanswered as Again)."""
     finished = attempts.finished_attempts(session=session, user_id=user_id, limit=HISTORY_LIMIT)
     items = attempts.items_by_attempt(session=session, attempt_ids=[a.id for a in finished if a.id is not None])
     out = []
     for attempt in finished:
         for item in items.get(attempt.id or -1, []):
-            when = item.answered_at or attempt.finished_at
+            # The finish time, as the review cards are scheduled then (answers of one sitting are one review each).
+            when = attempt.finished_at or item.answered_at
             if when is None:
                 continue
             if item.correct is None and item.self_grade is None and item.answered_at is not None:
