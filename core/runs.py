@@ -292,3 +292,36 @@ def _pct(part: Any) -> float | None:
         return None
     value = _num(part.get("accuracy"))
     return None if value is None else 100.0 * value
+
+
+# -- learning from an evaluation's samples -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleLessons:
+    """The held-out items worth reading after an evaluation, for one row (``adapter`` by default)."""
+
+    best: list[dict[str, Any]]
+    """Open-ended items with the highest ROUGE-L, best first."""
+    worst: list[dict[str, Any]]
+    """Open-ended items with the lowest ROUGE-L, worst first."""
+    wrong_mcq: list[dict[str, Any]]
+    """Multiple-choice items answered wrongly (or not at all), in the evaluation's order."""
+    open_n: int
+    mcq_n: int
+
+
+def sample_lessons(samples: Sequence[Mapping[str, Any]], *, row: str = "adapter", n: int = 3) -> SampleLessons:
+    """Best and worst open-ended samples by ROUGE-L and the wrong MCQ items of ``row`` (``eval_samples.jsonl`` lines).
+
+    The best and worst lists never share an item (with fewer than 2n scored items the worst list is shorter).
+    """
+    mine = [dict(s) for s in samples if s.get("row") == row]
+    scored = [s for s in mine if s.get("kind") == "open" and _num(s.get("rouge_l")) is not None]
+    ranked = sorted(scored, key=lambda s: (-float(s["rouge_l"]), str(s.get("id"))))
+    best = ranked[:n]
+    best_ids = {id(s) for s in best}
+    worst = [s for s in reversed(ranked) if id(s) not in best_ids][:n]
+    mcq = [s for s in mine if s.get("kind") == "mcq"]
+    wrong = [s for s in mcq if s.get("is_correct") is not True]
+    return SampleLessons(best=best, worst=worst, wrong_mcq=wrong, open_n=len(scored), mcq_n=len(mcq))

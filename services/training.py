@@ -13,7 +13,10 @@ trainer process reads that file. :func:`check_config` is the same check for the 
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,10 +32,23 @@ from core import runs as runs_lib
 from core.metrics import read_metrics
 from core.model import DEFAULT_ADAPTER_DIR, ModelError, read_adapter_card
 from core.settings import EMBEDDED_MODEL, Settings
+from services.generation import Refused  # noqa: F401  (the compare view's refusal, so pages need not import it twice)
 from storage import training
 from storage.models import AdapterRecord, TrainingRun  # noqa: F401  (TrainingRun: the admin page's type)
 from trainer import launch
-from trainer.config import ConfigError, TrainConfig, build_config
+from core import estimate as estimate_lib
+from core.atomic import atomic_write_text
+from trainer.config import (
+    CONFIG_VERSION,
+    ConfigError,
+    Preset,
+    TrainConfig,
+    build_config,
+    builtin_presets,
+    config_warnings,
+    preset_config,
+    preset_diff,
+)
 from trainer.launch import ADAPTER_DIR, COMPLETED, METRICS_FILE, RUNNING, STOPPED, STOPPING  # the run-directory states
 
 log = logging.getLogger(__name__)
@@ -48,6 +64,10 @@ describe = launch.describe
 log_tail = launch.log_tail
 cli_equivalent = launch.cli_equivalent
 dataset_plan = launch.dataset_plan
+CalibrationError = launch.CalibrationError
+CALIBRATION_STEPS = launch.CALIBRATION_STEPS
+PRESET_FILE = "preset.json"
+"""Written into a run directory by :func:`launch_run`: which preset the form started from (for the runs' diff)."""
 
 UNSETTLED = ("queued", "running", "stopping")
 """Database statuses that the run directory may have moved past."""
@@ -100,10 +120,11 @@ def check_config(values: Mapping[str, Any]) -> tuple[TrainConfig, list[str]]:
 
 
 def launch_run(engine: Engine, settings: Settings, config: TrainConfig | Mapping[str, Any], *, user_id: int | None,
-               command: Sequence[str] | None = None) -> TrainingRun:
+               command: Sequence[str] | None = None, preset: Preset | None = None) -> TrainingRun:
     """Check the config, create its run directory (saving ``config.yaml`` there), start the trainer, record the run.
 
-    ``config`` is a ``TrainConfig`` or the form's raw values. Raises ``ConfigError`` listing every
+    ``config`` is a ``TrainConfig`` or the form's raw values; ``preset`` the preset the form was loaded from
+    (kept as ``preset.json`` in the run directory: the runs overview shows what was changed). Raises ``ConfigError`` listing every
     problem (checked once, here, before anything is created), :class:`JobBusyError` naming the
     running job. ``command`` replaces the trainer (tests).
     """
@@ -116,6 +137,10 @@ def launch_run(engine: Engine, settings: Settings, config: TrainConfig | Mapping
         raise launch.JobBusyError(f"{launch.describe(running)} is still running: stop it or wait for it to finish "
                                   "before starting another job.")
     final = launch.create_run_dir(cfg)
+    if preset is not None:
+        atomic_write_text(Path(final.output_dir) / PRESET_FILE, json.dumps(
+            {"name": preset.name, "title": preset.title, "builtin": preset.builtin,
+             "config": preset_config(preset)[0].to_dict()}, indent=2))
     job = launch.start_training(Path(final.output_dir), jobs_dir=settings.runs_dir, command=command)
     with Session(engine) as session:
         return training.create_training_run(session=session, run_dir=final.output_dir, config=final.to_dict(),
@@ -400,3 +425,287 @@ def evaluation_failure(settings: Settings, record: AdapterRecord) -> str | None:
     """Why the adapter's last evaluation failed; None when it did not (or never ran)."""
     state = launch.evaluation_state(eval_dir(settings, record))
     return (state.reason or "") if state.state == launch.FAILED else None
+
+
+# -- presets: built-in recipes and the admin's saved ones --------------------------------------------
+
+
+class PresetError(JobError):
+    """A preset that cannot be found, read or saved; the message says which and why."""
+
+
+def presets_dir(settings: Settings) -> Path:
+    """Where the admin's saved presets live: one JSON file each (``<work_dir>/presets/<name>.json``)."""
+    return settings.work_dir / "presets"
+
+
+def preset_slug(title: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", title.strip().lower()).strip("-")[:60]
+    return slug
+
+
+def _read_saved(path: Path) -> tuple[Preset | None, list[str]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, [f"saved preset {path.name} cannot be read ({type(exc).__name__}: {exc}); the file is left as it is"]
+    if not isinstance(data, dict) or not isinstance(data.get("values"), dict):
+        return None, [f"saved preset {path.name} is not a preset (expected an object with 'values'); the file is left "
+                      "as it is"]
+    version = data.get("config_version", 1)
+    return Preset(name=path.stem, title=str(data.get("title") or path.stem), description=str(data.get("description", "")),
+                  values=data["values"], builtin=False, version=version if isinstance(version, int) else 1), []
+
+
+def list_presets(settings: Settings) -> tuple[dict[str, Preset], list[str]]:
+    """Built-in presets, then the saved ones (by title), keyed by name; and a problem for each file that cannot be read."""
+    out: dict[str, Preset] = {}
+    problems: list[str] = []
+    for name, (preset, errs) in builtin_presets().items():
+        if preset is not None:
+            out[name] = preset
+        problems += errs
+    folder = presets_dir(settings)
+    saved = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    for path in saved:
+        preset, errs = _read_saved(path)
+        problems += errs
+        if preset is not None and preset.name not in out:
+            out[preset.name] = preset
+    return out, problems
+
+
+def get_preset(settings: Settings, name: str) -> Preset:
+    """The preset called ``name``; :class:`PresetError` (listing the known ones) when there is none."""
+    presets, problems = list_presets(settings)
+    if name in presets:
+        return presets[name]
+    unreadable = [p for p in problems if f" {name}.json " in p or f"{name}.json" in p]
+    if unreadable:
+        raise PresetError(unreadable[0])
+    raise PresetError(f"No preset named {name!r}. Known presets: {', '.join(sorted(presets)) or 'none'}.")
+
+
+@dataclass(frozen=True)
+class LoadedPreset:
+    """A preset as the form takes it: the config, and what could not be carried over."""
+
+    preset: Preset
+    config: TrainConfig
+    problems: list[str]
+    """Keys or values the trainer refuses (those fields keep their defaults)."""
+    notes: list[str]
+    """Older keys renamed or left out."""
+
+
+def load_preset(settings: Settings, name: str) -> LoadedPreset:
+    preset = get_preset(settings, name)
+    cfg, problems, notes = preset_config(preset)
+    return LoadedPreset(preset, cfg, problems, notes)
+
+
+def save_preset(settings: Settings, title: str, values: Mapping[str, Any], *, description: str = "") -> Preset:
+    """Save the form's values as a named preset (a new one, or an edit of the saved one with that name).
+
+    Checked with the trainer's conversion first (:class:`ConfigError` lists every problem); only the
+    fields that differ from the trainer's defaults are kept, so later default changes reach the preset.
+    Built-in names cannot be overwritten.
+    """
+    slug = preset_slug(title)
+    if not slug:
+        raise PresetError("Give the preset a name (letters or digits).")
+    if slug in builtin_presets():
+        raise PresetError(f"{title!r} is the name of a built-in preset; choose another name.")
+    cfg, problems = build_config(values)
+    if problems:
+        raise ConfigError(problems)
+    default = TrainConfig().to_dict()
+    changed = {k: v for k, v in cfg.to_dict().items() if v != default[k] and k != "resume"}
+    data = {"title": title.strip(), "description": description.strip(), "config_version": CONFIG_VERSION,
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"), "values": changed}
+    path = presets_dir(settings) / f"{slug}.json"
+    try:
+        atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise PresetError(f"Could not save preset {title!r} to {path}: {exc}") from exc
+    return Preset(name=slug, title=data["title"], description=data["description"], values=changed, builtin=False)
+
+
+def delete_preset(settings: Settings, name: str) -> None:
+    if name in builtin_presets():
+        raise PresetError(f"{name!r} is a built-in preset; it cannot be deleted.")
+    path = presets_dir(settings) / f"{name}.json"
+    if not path.is_file():
+        raise PresetError(f"No saved preset named {name!r}.")
+    path.unlink()
+
+
+def run_preset(run: TrainingRun) -> dict[str, Any] | None:
+    """The preset a run started from (``preset.json`` in its run directory), None when it has none or it is gone."""
+    try:
+        data = json.loads((Path(run.run_dir) / PRESET_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("config"), dict) else None
+
+
+def settings_diff(run: TrainingRun) -> tuple[str, dict[str, tuple[Any, Any]]]:
+    """What a run changed against its preset (or against the trainer's defaults when it had none)."""
+    preset = run_preset(run)
+    reference = preset["config"] if preset else TrainConfig().to_dict()
+    label = str(preset.get("title")) if preset else "trainer defaults"
+    return label, preset_diff(run.config or {}, reference)
+
+
+# -- estimate before start -----------------------------------------------------------------------------
+
+THROUGHPUT_FIELDS = ("model_name", "device", "quantization", "precision", "base_dtype", "fp32_upcast",
+                     "attn_implementation", "liger", "torch_compile", "lora_r", "lora_target_modules", "batch_size",
+                     "max_seq_len", "packing", "group_by_length", "optim", "gradient_checkpointing")
+"""Settings that change tokens per second: a measurement is reused only for a config equal in all of them."""
+
+
+def throughput_key(cfg: TrainConfig | Mapping[str, Any]) -> str:
+    values = cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg)
+    import hashlib
+
+    text = json.dumps({k: values.get(k) for k in THROUGHPUT_FIELDS}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def calibration_dir(settings: Settings) -> Path:
+    return settings.work_dir / "calibration"
+
+
+def calibrate(settings: Settings, cfg: TrainConfig, *, steps: int = launch.CALIBRATION_STEPS,
+              timeout_s: float = launch.CALIBRATION_TIMEOUT_S, command: Sequence[str] | None = None,
+              ) -> estimate_lib.Throughput:
+    """Time a few optimiser steps of ``cfg`` in a throwaway process (see ``trainer.launch.calibrate``) and keep
+    the result for this machine (``<work_dir>/calibration/<settings key>.json``). Raises CalibrationError/JobBusyError."""
+    result = launch.calibrate(cfg, jobs_dir=settings.runs_dir, folder_root=calibration_dir(settings), steps=steps,
+                              timeout_s=timeout_s, command=command)
+    measured_at = datetime.now(UTC)
+    data = {"tokens_per_s": result.tokens_per_s, "startup_s": result.startup_s, "steps": result.steps,
+            "wall_s": result.wall_s, "device": result.device, "measured_at": measured_at.isoformat(timespec="seconds"),
+            "settings": {k: cfg.to_dict()[k] for k in THROUGHPUT_FIELDS}}
+    atomic_write_text(calibration_dir(settings) / f"{throughput_key(cfg)}.json", json.dumps(data, indent=2))
+    return _calibration_throughput(data)
+
+
+def _calibration_throughput(data: Mapping[str, Any]) -> estimate_lib.Throughput:
+    when = str(data.get("measured_at", ""))[:16].replace("T", " ")
+    return estimate_lib.Throughput(
+        tokens_per_s=float(data["tokens_per_s"]), startup_s=data.get("startup_s"), device=str(data.get("device", "")),
+        basis=f"calibration on this machine ({data.get('steps')} steps of these settings, {when} UTC)")
+
+
+def known_throughput(engine: Engine, settings: Settings, cfg: TrainConfig) -> estimate_lib.Throughput | None:
+    """The newest measurement for settings like ``cfg``: a calibration, else an earlier run with the same
+    throughput settings; None when neither exists."""
+    key = throughput_key(cfg)
+    path = calibration_dir(settings) / f"{key}.json"
+    if path.is_file():
+        try:
+            return _calibration_throughput(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    for run in list_runs(engine):
+        if throughput_key(run.config or {}) != key:
+            continue
+        records = read_metrics(Path(run.run_dir) / METRICS_FILE)
+        tps = runs_lib.measured_tokens_per_s(records)
+        if not tps:
+            continue
+        job = launch.read_job(Path(run.run_dir))
+        start = next((r for r in records if r.get("event") == "start"), {})
+        startup = (float(start["time"]) - job.started_ts if job and job.started_ts and
+                   isinstance(start.get("time"), (int, float)) else None)
+        return estimate_lib.Throughput(tokens_per_s=tps, startup_s=startup if startup and startup > 0 else None,
+                                       basis=f"run {run_name(run)} on this machine (same model and batch settings)")
+    return None
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The Check's numbers: the estimate, the warnings, and the device the run will use."""
+
+    estimate: estimate_lib.Estimate
+    warnings: list[str]
+    device: str
+
+
+def project(engine: Engine, settings: Settings, cfg: TrainConfig, plan: DatasetPlan) -> Projection:
+    """Estimate ``cfg``'s run from its data plan and the known throughput, with every warning that applies."""
+    from trainer.config import AUTO
+
+    kept = [n for n in plan.lengths if n <= cfg.max_seq_len]
+    has_eval = cfg.eval_file.strip().lower() != "none" and bool(plan.eval_examples)
+    est = estimate_lib.estimate(kept, steps=plan.total_steps, batch_size=cfg.batch_size,
+                                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                                eval_examples=plan.eval_examples if has_eval else 0, eval_steps=cfg.eval_steps,
+                                throughput=known_throughput(engine, settings, cfg))
+    epoch_steps = runs_lib.estimate_steps(len(kept), batch_size=cfg.batch_size,
+                                          gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                                          num_epochs=cfg.num_epochs, max_steps=-1)
+    warnings = config_warnings(cfg, lengths=plan.lengths, epoch_steps=epoch_steps)
+    device = cfg.device if cfg.device != AUTO else _auto_device()
+    if cpu := estimate_lib.long_cpu_warning(est, device=device):
+        warnings.append(cpu)
+    return Projection(est, warnings, device)
+
+
+def _auto_device() -> str:
+    """What ``device: auto`` resolves to here (CUDA if torch sees one), without loading torch when it is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# -- compare two models on one case ----------------------------------------------------------------
+
+
+def comparison_backend(served: Any) -> Any:
+    """An in-process backend (``core.serving.LocalBackend``) over a served model of ``app.resources``."""
+    from core import serving
+
+    return serving.LocalBackend(served, base_model=served.base.identity, adapter=served.adapter_name,
+                                engine=f"{served.device}, {served.describe()}", adapter_problem=served.adapter_problem,
+                                requested_adapter=served.requested_adapter)
+
+
+def start_comparison(engine: Engine, *, user_id: int, sides: Sequence[tuple[str, Any]], case_text: str,
+                     settings: Any, limit_per_hour: int) -> tuple[str, list[Any]]:
+    """Start the same case on each side's backend; each run is saved to history by ``services.generation``
+    when its stream ends, marked ``{"comparison": <id>, "side": <label>}`` so the pair stays linked.
+
+    ``sides``: (label, backend) pairs. Returns the comparison id and one ``generation.Generation`` per side
+    (consume their events in order). Raises ``generation.Refused`` when the hourly limit leaves too little room.
+    """
+    from services import generation
+
+    comparison = uuid.uuid4().hex[:12]
+    labels = [label for label, _ in sides]
+    started = []
+    for label, backend in sides:
+        request = generation.Request(case_text=case_text, settings=settings, run_settings={
+            "comparison": comparison, "side": label, "compared_with": [x for x in labels if x != label]})
+        started.append(generation.start(engine, user_id=user_id, backend=backend, request=request,
+                                        limit_per_hour=limit_per_hour))
+    return comparison, started
+
+
+# -- learn from an evaluation's samples ------------------------------------------------------------
+
+
+def eval_samples(settings: Settings, record: AdapterRecord) -> list[dict[str, Any]]:
+    """The per-item samples of the adapter's newest evaluation (``eval_samples.jsonl[.gz]``), [] when there are none."""
+    from trainer.launch import read_eval_samples
+
+    found = eval_report(settings, record)
+    if found is None:
+        return []
+    return read_eval_samples(found[1])

@@ -14,6 +14,7 @@ this GPU do bf16?) happen when training starts (``trainer.modeling.resolve_runti
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -412,3 +413,198 @@ def save_config(cfg: TrainConfig, run_dir: Path) -> Path:
 def changed_fields(old: TrainConfig, new: TrainConfig, names: tuple[str, ...] = MODEL_SHAPING) -> list[str]:
     """Names among ``names`` whose values differ between two configs."""
     return [n for n in names if getattr(old, n) != getattr(new, n)]
+
+
+# -- the admin form's words ------------------------------------------------------------------------
+
+FIELD_LABELS: dict[str, str] = {
+    "model_name": "Base model", "work_dir": "Working folder", "device": "Train on", "quantization": "Base weights",
+    "precision": "Compute precision", "base_dtype": "Base weight type", "fp32_upcast": "Keep unquantised weights in fp32",
+    "attn_implementation": "Attention kernel", "liger": "Liger kernels", "torch_compile": "Compile the training step",
+    "lora_r": "LoRA rank", "lora_alpha": "LoRA alpha (scale numerator)", "lora_dropout": "LoRA dropout",
+    "lora_target_modules": "Layers that get LoRA", "train_file": "Training data file",
+    "eval_file": "Validation data file", "references_fraction": "Share of examples with references",
+    "references_index": "References index folder", "max_seq_len": "Longest example (tokens)",
+    "group_by_length": "Batch similar lengths together", "packing": "Pack examples into one row",
+    "num_epochs": "Passes over the data (epochs)", "max_steps": "Stop after this many steps (-1: use epochs)",
+    "batch_size": "Examples per micro-batch", "gradient_accumulation_steps": "Micro-batches per step",
+    "learning_rate": "Learning rate", "lr_scheduler_type": "Learning-rate schedule", "warmup_ratio": "Warm-up share",
+    "weight_decay": "Weight decay", "max_grad_norm": "Gradient clipping", "optim": "Optimiser",
+    "gradient_checkpointing": "Recompute activations (saves memory)", "seed": "Random seed",
+    "output_dir": "Run folder", "logging_steps": "Log every N steps", "eval_steps": "Validate every N steps (0: at the end)",
+    "save_steps": "Checkpoint every N steps", "save_total_limit": "Checkpoints to keep",
+    "resume": "Resume from", "early_stopping_patience": "Stop early after N evaluations without improvement (0: off)",
+    "adapter_dtype": "Saved adapter type", "report_to": "Also report to",
+}
+"""Plain words for each field; the config name and its documentation go in the widget's help."""
+
+
+def field_label(name: str) -> str:
+    return FIELD_LABELS.get(name, name)
+
+
+# -- presets ---------------------------------------------------------------------------------------
+
+CONFIG_VERSION = 2
+"""Version of the field names saved with a preset. 1: the transformers/TRL argument names that presets written
+by hand or copied from other tools use (``num_train_epochs``, ``per_device_train_batch_size``, ``max_length``…);
+2: this dataclass's names. A preset of an older version is read through :data:`RENAMED_FIELDS` and
+:data:`REMOVED_FIELDS`, with a note for every key changed or left out (the file itself is never rewritten)."""
+
+RENAMED_FIELDS: dict[str, str] = {
+    "num_train_epochs": "num_epochs", "epochs": "num_epochs",
+    "per_device_train_batch_size": "batch_size", "gradient_accumulation": "gradient_accumulation_steps",
+    "grad_accum": "gradient_accumulation_steps", "lr": "learning_rate", "max_length": "max_seq_len",
+    "cutoff_len": "max_seq_len", "model_name_or_path": "model_name", "model": "model_name", "lora_rank": "lora_r",
+    "lora_target": "lora_target_modules", "lr_scheduler": "lr_scheduler_type", "warmup": "warmup_ratio",
+}
+"""Older or foreign key -> this config's field."""
+
+REMOVED_FIELDS: dict[str, str] = {
+    "load_in_4bit": "use 'Base weights' (quantization) nf4 instead",
+    "bf16": "use 'Compute precision' (precision) bf16 instead",
+    "fp16": "use 'Compute precision' (precision) fp16 instead",
+    "use_dora": "DoRA is not supported by this trainer",
+    "neftune_noise_alpha": "NEFTune is not supported by this trainer",
+}
+"""Keys that no field replaces one to one: reported and left out, with what to set instead."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named starting point for the form: a built-in recipe file, or one the admin saved."""
+
+    name: str
+    """Identifier (the file's stem)."""
+    title: str
+    description: str
+    values: dict[str, Any]
+    """Field -> value, as the YAML or JSON file holds them (only the fields the preset sets)."""
+    builtin: bool = True
+    version: int = CONFIG_VERSION
+
+
+BUILTIN_PRESET_FILES: dict[str, tuple[str, str, str]] = {
+    "seed-qlora": ("The seed's QLoRA recipe", "configs/smollm2_medcot.yaml",
+                   "NF4 4-bit base on CUDA (LoRA on the fp32 base on CPU), r=16 on all seven projections, "
+                   "3 epochs at 2e-4: the method the shipped adapter's first version used."),
+    "fast-gpu": ("Fast GPU (bf16)", "configs/smollm2_medcot_fast.yaml",
+                 "bf16 base, no 4-bit quantisation, packing, fused AdamW, torch.compile: the fastest CUDA recipe "
+                 "measured in docs/BENCHMARKS.md. Needs a GPU."),
+    "cpu-demo": ("CPU demo (minutes)", "configs/presets/cpu_demo.yaml",
+                 "10 steps of one example on the CPU, LoRA r=8 on the attention projections, no validation: a few "
+                 "minutes on a 2-core machine, to see the whole loop. Not a useful adapter."),
+    "shipped": ("The shipped adapter's recipe", "configs/smollm2_medcot_shipped.yaml",
+                "6 epochs at 4e-4 with retrieved references in half the prompts, bf16 base on CUDA."),
+}
+"""Built-in presets: name -> (title, file relative to the project root, description)."""
+
+
+def upgrade_values(values: Mapping[str, Any], *, version: int = CONFIG_VERSION, source: str = "") -> tuple[dict[str, Any], list[str]]:
+    """``values`` with older keys renamed and removed ones left out; a note for each (nothing is dropped silently).
+
+    Renames apply to any version (a hand-written preset may mix names); a key both renamed and present under
+    its new name keeps the new name's value.
+    """
+    where = f"{source}: " if source else ""
+    out: dict[str, Any] = {}
+    notes: list[str] = []
+    for key, value in values.items():
+        key = str(key)
+        if key in FIELD_NAMES:
+            out[key] = value
+        elif key in RENAMED_FIELDS:
+            new = RENAMED_FIELDS[key]
+            if new in values:
+                notes.append(f"{where}{key!r} is left out: {new!r} (its new name) is set too")
+            else:
+                out[new] = value
+                notes.append(f"{where}{key!r} is now called {new!r} ({field_label(new)}); its value {shown_value(value)} "
+                             "was carried over")
+        elif key in REMOVED_FIELDS:
+            notes.append(f"{where}{key!r} ({shown_value(value)}) no longer exists and is left out: {REMOVED_FIELDS[key]}")
+        else:
+            out[key] = value  # build_config reports it (with a close match)
+    if version > CONFIG_VERSION:
+        notes.append(f"{where}saved by a newer version of the app (config version {version}, this one reads "
+                     f"{CONFIG_VERSION}): settings it does not know are reported below")
+    return out, notes
+
+
+def builtin_presets(root: Path | None = None) -> dict[str, tuple[Preset | None, list[str]]]:
+    """Every built-in preset read from its file, or None with the problems when the file cannot be read."""
+    from core.settings import PROJECT_ROOT
+
+    root = root or PROJECT_ROOT
+    out: dict[str, tuple[Preset | None, list[str]]] = {}
+    for name, (title, rel, description) in BUILTIN_PRESET_FILES.items():
+        data, problems = read_yaml(root / rel)
+        out[name] = (None, problems) if problems else (
+            Preset(name=name, title=title, description=f"{description} ({rel})", values=data), [])
+    return out
+
+
+def preset_config(preset: Preset) -> tuple[TrainConfig, list[str], list[str]]:
+    """The form's config for a preset (defaults, then its values): (config, problems, notes).
+
+    ``notes`` say which older keys were renamed or left out; ``problems`` are keys or values the
+    trainer refuses (unknown names, wrong types). Fields with a problem keep their default.
+    """
+    values, notes = upgrade_values(preset.values, version=preset.version, source=preset.title)
+    cfg, problems = build_config(values, source=preset.title)
+    return cfg, problems, notes
+
+
+def preset_diff(config: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Fields whose value in ``config`` (a run's saved config) differs from ``reference`` (its preset's full
+    config): name -> (preset's value, run's value). Paths the launcher fills in are compared only when the
+    preset set them."""
+    filled = ("work_dir", "output_dir", "train_file", "eval_file", "references_index", "resume")
+    out: dict[str, tuple[Any, Any]] = {}
+    for name in FIELD_NAMES:
+        if name in filled and not reference.get(name):
+            continue
+        if name in config and name in reference and config[name] != reference[name]:
+            out[name] = (reference[name], config[name])
+    return out
+
+
+# -- warnings: valid settings that are probably a mistake ------------------------------------------
+
+LORA_LR_RANGE = (1e-5, 1e-3)
+"""The usual LoRA learning rates (LoRA papers and recipes use 5e-5 to 5e-4; 1e-3 for tiny models)."""
+MAX_DROPPED_SHARE = 0.05
+
+
+def config_warnings(cfg: TrainConfig, *, lengths: list[int] | None = None, epoch_steps: int | None = None) -> list[str]:
+    """What a valid config probably gets wrong, each with what to change.
+
+    ``lengths``: token lengths of every training example (the data plan's), for the share left out by
+    max_seq_len; ``epoch_steps``: the steps ``num_epochs`` would give, for the max_steps note.
+    """
+    warnings: list[str] = []
+    no_eval = cfg.eval_file.strip().lower() == NO_EVAL
+    if no_eval and cfg.eval_steps > 0:
+        warnings.append(f"Validate every {cfg.eval_steps} steps (eval_steps) is ignored: there is no validation data "
+                        f"(eval_file is 'none'). Set the validation data file, or set eval_steps to 0.")
+    if no_eval and cfg.early_stopping_patience > 0:
+        warnings.append("Early stopping (early_stopping_patience) needs validation data: set the validation data "
+                        "file or set early_stopping_patience to 0.")
+    if cfg.max_steps > 0:
+        would = f" (they would give {epoch_steps:,} steps)" if epoch_steps else ""
+        warnings.append(f"Stop after {cfg.max_steps:,} steps (max_steps) overrides the {cfg.num_epochs:g} epochs "
+                        f"(num_epochs){would}. To train by epochs, set max_steps to -1.")
+    low, high = LORA_LR_RANGE
+    if cfg.learning_rate < low / 10 or cfg.learning_rate > high * 5:
+        warnings.append(f"Learning rate {cfg.learning_rate:g} is far outside the usual LoRA range ({low:g} to "
+                        f"{high:g}): {'training will barely move' if cfg.learning_rate < low else 'the loss may diverge'}. "
+                        "Try 2e-4.")
+    if lengths:
+        over = sum(n > cfg.max_seq_len for n in lengths)
+        if over / len(lengths) > MAX_DROPPED_SHARE:
+            ordered = sorted(lengths)
+            keep95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+            warnings.append(f"Longest example {cfg.max_seq_len} tokens (max_seq_len) leaves out {over:,} of "
+                            f"{len(lengths):,} examples ({100 * over / len(lengths):.0f}%). Raise it to {keep95:,} to "
+                            f"keep 95%, or to {ordered[-1]:,} to keep all.")
+    return warnings

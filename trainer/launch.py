@@ -636,3 +636,139 @@ def evaluation_state(output_dir: Path) -> EvalState:
     why = _last_log_line(Path(job.log)) or "no output"
     code = f" with exit code {rc}" if rc is not None else ""
     return EvalState(FAILED, f"the evaluation exited{code} without a report: {why}", job)
+
+
+# -- calibration: a few optimiser steps in a throwaway process ---------------------------------------
+
+CALIBRATION_STEPS = 3
+CALIBRATION_TIMEOUT_S = 300.0
+
+
+class CalibrationError(LaunchError):
+    """A calibration did not measure a throughput; ``pid`` is the process it started (ended by then)."""
+
+    def __init__(self, message: str, *, pid: int | None = None):
+        super().__init__(message)
+        self.pid = pid
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a calibration measured, and the process and folder it used (both gone when it returns)."""
+
+    tokens_per_s: float
+    startup_s: float | None
+    """Process start to the trainer's ``start`` line (imports, model load, tokenising the data)."""
+    steps: int
+    wall_s: float
+    device: str
+    pid: int
+    folder: str
+
+
+def calibration_config(cfg: TrainConfig, folder: Path, *, steps: int = CALIBRATION_STEPS) -> TrainConfig:
+    """The same model, data and shapes as ``cfg`` for ``steps`` optimiser steps of one micro-batch each (tokens
+    per second do not depend on accumulation), every step logged, no validation, no checkpoint."""
+    from dataclasses import replace
+
+    return replace(cfg, max_steps=steps, gradient_accumulation_steps=1, logging_steps=1, eval_file="none",
+                   eval_steps=0, early_stopping_patience=0, save_steps=10**6, save_total_limit=1,
+                   report_to="none", resume="", output_dir=str(Path(folder) / "run"))
+
+
+def calibrate(
+    cfg: TrainConfig, *, jobs_dir: Path, folder_root: Path, steps: int = CALIBRATION_STEPS,
+    timeout_s: float = CALIBRATION_TIMEOUT_S, command: Sequence[str] | None = None,
+) -> Calibration:
+    """Time ``steps`` optimiser steps of ``cfg`` in a throwaway trainer process; waits for it (minutes at most).
+
+    The process runs in its own session under ``folder_root/calibrate-*``; whatever happens (it
+    finishes, fails, times out, or this call is interrupted) its whole process group is ended and the
+    folder removed before this returns. Refuses while a training or evaluation job runs (it would
+    slow both down). ``command`` replaces the trainer (tests). Raises :class:`CalibrationError`.
+    """
+    import shutil
+    import tempfile
+
+    from core.metrics import read_metrics
+    from core.runs import measured_tokens_per_s
+
+    running = active_job(jobs_dir)
+    if running is not None:
+        raise JobBusyError(f"{describe(running)} is running: calibrate when it has finished (a calibration next to "
+                           "it would slow it down and measure the wrong speed).")
+    folder_root = Path(folder_root)
+    folder_root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=folder_root, prefix="calibrate-"))
+    proc: subprocess.Popen | None = None
+    try:
+        final = create_run_dir(calibration_config(cfg, folder, steps=steps))
+        run_dir = Path(final.output_dir)
+        argv = list(command) if command is not None else train_command(run_dir)
+        t0 = time.time()
+        with (folder / LOG_FILE).open("wb") as log:
+            try:
+                proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            except OSError as exc:
+                raise CalibrationError(f"Could not start {argv[0]}: {exc}") from exc
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise CalibrationError(f"The calibration did not finish {steps} steps in {timeout_s:.0f} s; it was "
+                                   "stopped. The machine may be busy: try again later.", pid=proc.pid) from None
+        wall = time.time() - t0
+        records = read_metrics(run_dir / METRICS_FILE)
+        tps = measured_tokens_per_s(records)
+        if proc.returncode != 0 or not tps:
+            why = _last_log_line(folder / LOG_FILE) or "no output"
+            raise CalibrationError(f"The calibration exited with code {proc.returncode} without a throughput: {why}",
+                                   pid=proc.pid)
+        start = next((r for r in records if r.get("event") == "start"), {})
+        started = start.get("time")
+        runtime = start.get("runtime") or {}
+        return Calibration(tokens_per_s=float(tps),
+                           startup_s=float(started) - t0 if isinstance(started, (int, float)) else None,
+                           steps=steps, wall_s=wall, device=str(runtime.get("device") or cfg.device),
+                           pid=proc.pid, folder=str(folder))
+    finally:
+        if proc is not None and proc.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                _signal_group(proc.pid, sig)
+                try:
+                    proc.wait(timeout=5)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if proc is not None:
+            # The trainer's own children (none today) share its group: end any that outlived it.
+            _signal_group(proc.pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_eval_samples(folder: Path) -> list[dict[str, Any]]:
+    """The per-item lines of an evaluation folder (``eval_samples.jsonl``, else ``.jsonl.gz``, as
+    ``python -m trainer.evaluate`` writes them); [] when there are none. Unreadable lines are skipped."""
+    import gzip
+
+    plain, packed = Path(folder) / "eval_samples.jsonl", Path(folder) / "eval_samples.jsonl.gz"
+    try:
+        if plain.is_file():
+            text = plain.read_text(encoding="utf-8")
+        elif packed.is_file():
+            with gzip.open(packed, "rt", encoding="utf-8") as fh:
+                text = fh.read()
+        else:
+            return []
+    except (OSError, EOFError, UnicodeDecodeError):
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            out.append(item)
+    return out
