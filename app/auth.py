@@ -77,6 +77,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/quiz.py", "Quiz", ":material/quiz:", "Study", EVERYONE),
     PageSpec("pages/history.py", "History", ":material/history:", "Study", EVERYONE),
     PageSpec("pages/curation.py", "Curation", ":material/edit_note:", "Teach", STAFF),
+    PageSpec("pages/classes.py", "Classes", ":material/school:", "Teach", STAFF),
     PageSpec("pages/admin.py", "Admin", ":material/admin_panel_settings:", "Manage", (ADMIN,)),
     PageSpec("pages/users.py", "Users", ":material/group:", "Manage", (ADMIN,)),
 )

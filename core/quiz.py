@@ -776,3 +776,6 @@ def local_to_utc(local: datetime, zone: str | None) -> datetime:
         return as_utc(local)
     zoned = in_zone(datetime.now(timezone.utc), zone).tzinfo
     return as_utc(local.replace(tzinfo=zoned))
+
+
+LATE_POLICY_LABELS = {"accept": "Accept late work, marked late", "refuse": "Refuse late work"}

@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from app import auth, resources
 from core import charts, quiz_text
+from core.quiz import DIFFICULTY_MIN_ANSWERS, difficulty_label
 from core.quiz_bank import OCR_FILTERS, browse
 from core.quiz_catalog import Catalog
 from core.quiz_import import parse_import
@@ -232,6 +233,11 @@ def show_record(record: Record) -> None:
         st.text(record.explanation)
 
 
+def difficulty_text(share: float | None) -> str:
+    """``hard (20% right)``; empty below the minimum number of answers."""
+    return "" if share is None else f"{difficulty_label(share)} ({100 * share:.0f}% right)"
+
+
 def status_of(catalog: Catalog, item_id: str) -> str:
     marks = []
     if catalog.is_imported(item_id):
@@ -253,6 +259,10 @@ def item_panel(catalog: Catalog, item_id: str, current_set: Any | None) -> None:
         if catalog.is_retired(item_id):
             st.warning("Retired: no new quiz uses this item; attempts already made keep it.")
         show_record(record)
+        with Session(engine) as session:
+            share = curation.item_difficulty(session=session, item_ids=[item_id]).get(item_id)
+        st.caption(f"Peer difficulty: {difficulty_text(share)}" if share is not None else
+                   f"Peer difficulty: not yet known (fewer than {DIFFICULTY_MIN_ANSWERS} users have answered).")
     if catalog.is_edited(item_id):
         with st.expander("Original text (before edits)"):
             show_record(original)
@@ -327,9 +337,14 @@ def bank_tab(catalog: Catalog, current_set: Any | None) -> None:
     st.caption(f"{len(matches)} item{'s' if len(matches) != 1 else ''} match"
                + (f" (the first {SHOWN_ROWS} are listed)" if len(matches) > SHOWN_ROWS else ""))
     shown = matches[:SHOWN_ROWS]
+    with Session(engine) as session:
+        shares = curation.item_difficulty(session=session, item_ids=[r.id for r in shown])
+    st.caption(f"Difficulty is the share of correct first answers across all users, shown once "
+               f"{DIFFICULTY_MIN_ANSWERS} users have answered an item.")
     st.dataframe(
         [{"Id": r.id, "Source": r.source, "Subject": r.subject, "Type": quiz_text.kind_label(r.kind),
           "Step": ", ".join(quiz_text.step_label(t) for t in r.tags if t in quiz_text.STEP_LABELS),
+          "Difficulty": difficulty_text(shares.get(r.id)),
           "Flags": ", ".join(r.flags), "Status": status_of(catalog, r.id),
           "Question": quiz_text.preview(r.question, 120)} for r in shown],
         hide_index=True, key="cur_bank_table",

@@ -22,14 +22,17 @@ from sqlmodel import Session
 from app import auth, references, resources
 from core import charts, inference, quiz_text, retrieval
 from core.model import ModelError
-from core.quiz import available_filters, remaining_s
+from core.quiz import DIFFICULTIES, DIFFICULTY_MIN_ANSWERS, PERCENTILE_MIN_PEERS, available_filters, in_zone, remaining_s
+from core.review import MIN_REVIEWS_TO_OPTIMISE, RETENTION_RANGE, WORKLOAD_DAYS
 from core.quiz_catalog import Catalog
 from core.records import Record
-from services import StorageError, generation, quiz
+from services import StorageError, classes, generation, quiz, review
+from services.classes import STATUS_LABELS, ClassError
 from services.quiz import AdHocSpec, AttemptError, NotEnoughItemsError, Sitting
 
 user = auth.require_role(*auth.EVERYONE)
 engine = resources.get_engine()
+zone = st.context.timezone or "UTC"
 
 st.title("Quiz")
 try:
@@ -114,6 +117,55 @@ def start_ad_hoc(spec: AdHocSpec) -> None:
 
 def start_review(n: int) -> None:
     start(quiz.start_review, n=n, now=quiz.current_time())
+
+
+def start_assignment(assignment_id: int) -> None:
+    start(classes.start_assignment, assignment_id=assignment_id, now=quiz.current_time())
+
+
+def join_class() -> None:
+    code = st.session_state.get("quiz_join_code", "")
+    try:
+        with Session(engine) as session:
+            joined = classes.join_class(session=session, user_id=user.id, join_code=code)
+    except StorageError as exc:
+        flash("error", exc.user_message("your enrolment"))
+        return
+    except ClassError as exc:
+        flash("error", str(exc))
+        return
+    st.session_state["quiz_join_code"] = ""
+    flash("success", f"You joined {joined.name}.")
+
+
+def save_retention() -> None:
+    retention = float(st.session_state.get("quiz_retention", 0.9))
+    try:
+        with Session(engine) as session:
+            change = review.save_retention(session=session, user_id=user.id, desired_retention=retention,
+                                           now=quiz.current_time())
+    except StorageError as exc:
+        flash("error", exc.user_message("your schedule"))
+        return
+    except ValueError as exc:
+        flash("error", str(exc))
+        return
+    flash("success", f"Desired retention set to {retention:.2f}. Reviews due in the next {WORKLOAD_DAYS} days: "
+                     f"{change.before} before, {change.after} now.")
+
+
+def optimise_schedule() -> None:
+    try:
+        with Session(engine) as session:
+            change = review.optimise(session=session, user_id=user.id, now=quiz.current_time())
+    except review.NotEnoughReviews as exc:
+        flash("warning", str(exc))
+        return
+    except StorageError as exc:
+        flash("error", exc.user_message("your schedule"))
+        return
+    flash("success", f"Your schedule now uses parameters fitted to your own reviews. Reviews due in the next "
+                     f"{WORKLOAD_DAYS} days: {change.before} before, {change.after} now.")
 
 
 def go_to(index: int) -> None:
@@ -420,6 +472,11 @@ def show_grading(sitting: Sitting) -> None:
 def show_results(sitting: Sitting) -> None:
     result = sitting.result()
     st.subheader(f"Results: {quiz_text.md_escape(sitting.title)}")
+    if sitting.submission == "late":
+        st.warning("Submitted after the due date: your instructor sees it marked late.")
+    elif sitting.submission == "refused":
+        st.error("Submitted after the due date, and this assignment refuses late work: your answers are kept "
+                 "but do not count.")
     if sitting.status == "timed_out":
         st.warning("Time ran out: the exam was submitted automatically with the answers given so far.")
     cols = st.columns(4)
@@ -468,6 +525,65 @@ def show_results(sitting: Sitting) -> None:
 # -- starting a quiz --------------------------------------------------------------------------------------------
 
 
+def local(moment: Any) -> str:
+    return f"{in_zone(moment, zone):%Y-%m-%d %H:%M}"
+
+
+def assigned_section() -> None:
+    """"Assigned to you": the student's class assignments, open ones first by due date, and joining a class."""
+    work = read(classes.assigned_to, now=quiz.current_time())
+    if work:
+        st.subheader("Assigned to you")
+        for entry in work:
+            a = entry.assignment
+            with st.container(border=True, key=f"quiz_assigned_{a.id}"):
+                head, action = st.columns([4, 1])
+                head.markdown(f"**{quiz_text.md_escape(a.title)}** · {quiz_text.md_escape(entry.class_name)}")
+                facts = [f"due {local(a.due_at)} ({quiz_text.md_escape(zone)})", f"status: {STATUS_LABELS[entry.status]}",
+                         f"{entry.n_items} questions", f"{a.mode} mode"]
+                if entry.score_percent is not None:
+                    facts.append(f"score {entry.score_percent:.0f}%")
+                if entry.percentile is not None:
+                    facts.append(f"percentile {100 * entry.percentile:.0f} in your class")
+                head.caption(" · ".join(facts))
+                if entry.why_not:
+                    head.caption(entry.why_not)
+                if entry.status in ("submitted", "late") and entry.percentile is None:
+                    head.caption(f"Your percentile appears once {PERCENTILE_MIN_PEERS} classmates have submitted.")
+                if entry.can_start:
+                    label = "Continue" if entry.open_attempt_id else ("Start" if entry.attempts_used == 0 else "Retake")
+                    action.button(label, key=f"quiz_start_assignment_{a.id}", type="primary",
+                                  on_click=start_assignment, args=(a.id,))
+    with st.expander("Join a class"):
+        st.text_input("Join code", key="quiz_join_code", max_chars=32, placeholder="e.g. K7MPQ2XA")
+        st.button("Join", key="quiz_join", on_click=join_class)
+
+
+def schedule_panel() -> None:
+    """Desired retention and "optimise my schedule", with the coming week's workload before and after."""
+    with Session(engine) as session:
+        settings = review.schedule_settings(session=session, user_id=user.id)
+    with st.expander("My review schedule"):
+        low, high = RETENTION_RANGE
+        st.session_state.setdefault("quiz_retention", settings.desired_retention)
+        retention = st.slider("Desired retention", min_value=low, max_value=high, step=0.01, key="quiz_retention",
+                              help="The chance you still remember a question when it comes back. Higher means "
+                                   "more reviews.")
+        with Session(engine) as session:
+            change = review.preview(session=session, user_id=user.id, desired_retention=float(retention),
+                                    now=quiz.current_time())
+        st.caption(f"Reviews due in the next {WORKLOAD_DAYS} days: {change.before} now, {change.after} with "
+                   f"retention {retention:.2f}.")
+        st.button("Save retention", key="quiz_retention_save", on_click=save_retention)
+        st.divider()
+        if settings.optimised:
+            st.caption(f"Optimised {local(settings.optimised_at)} on {settings.reviews_fitted} reviews.")
+        st.caption(f"Optimising fits the scheduler to your own answers; it needs {MIN_REVIEWS_TO_OPTIMISE} reviews "
+                   f"made a day or more apart (you have {settings.usable_reviews}).")
+        st.button("Optimise my schedule", key="quiz_optimise", on_click=optimise_schedule,
+                  disabled=not settings.can_optimise)
+
+
 def published_tab() -> None:
     published = read(quiz.published_quizzes)
     if not published:
@@ -496,6 +612,11 @@ def counts_help(counts: dict[str, int], label: Callable[[str], str] = str, limit
     return "Questions available: " + ", ".join(f"{quiz_text.md_escape(label(k))} {n}" for k, n in top)
 
 
+def read_difficulty_counts(catalog: Catalog) -> dict[str, int]:
+    with Session(engine) as session:
+        return quiz.difficulty_counts(session=session, catalog=catalog)
+
+
 def ad_hoc_tab(catalog: Catalog) -> None:
     options = available_filters(catalog.items())
     st.caption(f"{options.total} questions available ({options.flagged} more flagged for quality).")
@@ -514,6 +635,11 @@ def ad_hoc_tab(catalog: Catalog) -> None:
         kinds = left.multiselect("Question types", list(options.kinds), key="quiz_kinds", placeholder="All types",
                                  format_func=quiz_text.kind_label,
                                  help=counts_help(options.kinds, quiz_text.kind_label))
+        difficulties = left.multiselect(
+            "Difficulty", list(DIFFICULTIES), key="quiz_difficulty", placeholder="Any", format_func=str.capitalize,
+            help=counts_help(read_difficulty_counts(catalog), str.capitalize) + f". Difficulty is the share of correct "
+                 f"first answers across all users, known once {DIFFICULTY_MIN_ANSWERS} users have answered; choosing "
+                 "one leaves out questions without enough answers.")
         n = right.number_input("Number of questions", min_value=1, max_value=quiz.MAX_QUESTIONS, value=10,
                                step=1, key="quiz_n")
         pool = right.radio("Questions", list(POOL_LABELS), format_func=POOL_LABELS.get, key="quiz_pool")
@@ -527,7 +653,7 @@ def ad_hoc_tab(catalog: Catalog) -> None:
     if submitted:
         spec = AdHocSpec(
             n=int(n), mode=mode, sources=sources or None, subjects=subjects or None, steps=steps or None,
-            kinds=kinds or None, pool=pool, include_flagged=include_flagged,
+            kinds=kinds or None, difficulties=difficulties or None, pool=pool, include_flagged=include_flagged,
             time_limit_s=int(minutes) * 60 if mode == "exam" and minutes else None,
         )
         start_ad_hoc(spec)
@@ -542,6 +668,7 @@ def ad_hoc_tab(catalog: Catalog) -> None:
 def review_tab(catalog: Catalog) -> None:
     due = read(quiz.due_item_ids, catalog=catalog, now=quiz.current_time())
     st.caption("Questions you missed or flagged come back here on a spaced-repetition schedule (FSRS).")
+    schedule_panel()
     if not due:
         st.info("Nothing is due for review right now.")
         return
@@ -607,6 +734,8 @@ if sitting is not None:
     else:
         show_results(sitting)
     st.stop()
+
+assigned_section()
 
 # Stateful tabs: the open tab survives reruns (a finished quiz returns to it), and only its content runs.
 published, ad_hoc, due_tab, history_tab = st.tabs(["Published quizzes", "Build your own", "Due for review",

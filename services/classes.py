@@ -107,6 +107,7 @@ def join_class(*, session: Session, user_id: int, join_code: str) -> StudyClass:
     if classes.is_member(session=session, class_id=study_class.id, user_id=user_id):
         raise ClassError(f"You are already in {study_class.name}.")
     classes.enrol(session=session, class_id=study_class.id, user_ids=[user_id])
+    session.refresh(study_class)  # loaded again after the commit, so callers may read it outside the session
     return study_class
 
 

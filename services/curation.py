@@ -30,11 +30,11 @@ from storage import accounts, attempts, quizzes
 from storage.history import Viewer
 from storage.models import ItemOverride, QuizSet
 from storage.quizzes import QuizError
-from services.quiz import load_catalog, sitting_from_rows
+from services.quiz import item_difficulty, load_catalog, sitting_from_rows
 
 __all__ = [
     "AddResult", "Catalog", "OverrideError", "QuizError", "QuizSetReport", "add_to_quiz_set", "create_quiz_set",
-    "edit_history", "editable_quiz_set", "editable_quiz_sets", "import_items", "load_catalog", "move_in_quiz_set",
+    "edit_history", "editable_quiz_set", "editable_quiz_sets", "import_items", "item_difficulty", "load_catalog", "move_in_quiz_set",
     "quiz_set_csv", "quiz_set_item_ids", "quiz_set_report", "remove_from_quiz_set", "results_csv", "save_edit",
     "set_published", "set_retired", "update_quiz_set",
 ]

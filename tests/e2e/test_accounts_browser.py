@@ -82,7 +82,7 @@ def test_first_admin_creates_a_student_who_sees_only_student_pages(work_dir: Pat
                 _field(page, "Password").fill("admin pass phrase")
                 _field(page, "Confirm password").fill("admin pass phrase")
                 page.get_by_role("button", name="Create administrator").click()
-                assert _wait_for_nav(page, "Users") == STUDENT_PAGES + ["Curation", "Admin", "Users"]
+                assert _wait_for_nav(page, "Users") == STUDENT_PAGES + ["Curation", "Classes", "Admin", "Users"]
 
                 page.locator('[data-testid="stSidebarNavLink"]', has_text="Users").click()
                 expect(page.get_by_role("heading", name="Create an account")).to_be_visible()

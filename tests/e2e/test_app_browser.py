@@ -13,7 +13,7 @@ from tests.e2e.server import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ADMIN_PAGES = ["Case study", "Quiz", "History", "Curation", "Admin", "Users"]
+ADMIN_PAGES = ["Case study", "Quiz", "History", "Curation", "Classes", "Admin", "Users"]
 
 
 def test_every_page_renders_in_chromium(tmp_path):

@@ -15,7 +15,7 @@ from storage import accounts
 from tests.pages.auth_harness import add_user, app_as, app_environment, registered_titles, rendered_text
 
 STUDENT_PAGES = ["Case study", "Quiz", "History"]
-INSTRUCTOR_PAGES = STUDENT_PAGES + ["Curation"]
+INSTRUCTOR_PAGES = STUDENT_PAGES + ["Curation", "Classes"]
 ADMIN_PAGES = INSTRUCTOR_PAGES + ["Admin", "Users"]
 
 
