@@ -101,7 +101,7 @@ def test_instructor_creates_enrols_assigns_and_students_see_it_first(engine: Eng
     # Progress: ann in progress, bob not started.
     at.session_state["cls_tab"] = "Progress"
     at.run()
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert list(table["Student"]) == ["ann", "bob"]
     assert list(table["Status"]) == ["in progress", "not started"]
 
