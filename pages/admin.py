@@ -338,14 +338,15 @@ def train_view(all_runs: list[TrainingRun]) -> None:
         check_col, start_col = st.columns(2)
         check_col.form_submit_button("Check settings", on_click=_check, icon=":material/fact_check:")
         start_col.form_submit_button("Start training", type="primary", on_click=_start, icon=":material/rocket_launch:")
-    with st.expander("Save these settings as a preset"):
-        save_col, save_btn, del_btn = st.columns([3, 1, 1], vertical_alignment="bottom")
-        save_col.text_input("Preset name", key="admin_preset_name", max_chars=60,
+        # In the form, so that saving takes the fields as they are typed (a button outside would see the last submit).
+        save_col, save_btn = st.columns([3, 1], vertical_alignment="bottom")
+        save_col.text_input("Save these settings as preset", key="admin_preset_name", max_chars=60,
+                            placeholder="a name for your preset",
                             help="Saving under the name of a saved preset replaces it (that is how you edit one).")
-        save_btn.button("Save preset", key="admin_save_preset", on_click=_save_preset, icon=":material/save:")
-        if picked is not None and not picked.builtin:
-            del_btn.button(f"Delete \"{picked.title}\"", key="admin_delete_preset", on_click=_delete_preset,
-                           args=(picked.name,))
+        save_btn.form_submit_button("Save preset", on_click=_save_preset, icon=":material/save:")
+    if picked is not None and not picked.builtin:
+        st.button(f"Delete preset \"{picked.title}\"", key="admin_delete_preset", on_click=_delete_preset,
+                  args=(picked.name,), icon=":material/delete:")
 
     if st.session_state["admin_problems"]:
         st.error("The run cannot start:\n\n" + "\n".join(f"- {p}" for p in st.session_state["admin_problems"]))

@@ -235,7 +235,7 @@ def test_adapter_registry_lists_the_shipped_adapter_with_its_evaluation(engine, 
     assert not at.exception
     assert any(m.value.startswith(f"#### {DEFAULT_ADAPTER_DIR.name}") for m in at.markdown)
     report = json.loads((DEFAULT_ADAPTER_DIR / "eval.json").read_text())
-    rows = at.dataframe[-1].value
+    rows = next(d.value for d in at.dataframe if "Metric" in d.value.columns)
     all_row = rows[rows["Metric"] == "MCQ accuracy, all sampled"].iloc[0]
     assert all_row["Adapter"] == pytest.approx(100 * report["results"]["adapter"]["mcq"]["all"]["accuracy"])
     activate = next(b for b in at.button if b.key and b.key.startswith("admin_activate_"))
@@ -371,3 +371,246 @@ def test_gguf_export_is_refused_with_a_message_for_a_base_without_gguf(engine, a
     with pytest.raises(training_service.JobError, match="needs a GGUF base model"):
         training_service.export_gguf(hub, record, merged=True)
     assert not (work / "exports").exists() or not any((work / "exports").rglob("*.gguf"))
+
+
+# -- the fine-tuning lab (issue 20) ---------------------------------------------------------------------
+
+
+def test_form_speaks_plainly_with_the_config_name_in_the_help(engine, admin):
+    at = app_as(admin, PAGE).run()
+    lr = at.text_input(key="cfg_learning_rate")
+    assert lr.label == "Learning rate" and "`learning_rate`" in lr.help and "Peak learning rate" in lr.help
+    assert at.text_input(key="cfg_gradient_accumulation_steps").label == "Micro-batches per step"
+    assert at.selectbox(key="cfg_device").label == "Train on"
+    assert not any(w.label in ("model_name", "eval_steps") for w in at.text_input)
+
+
+def test_builtin_and_saved_presets_fill_the_form_and_can_be_edited_and_deleted(engine, admin, work):
+    at = app_as(admin, PAGE).run()
+    picker = at.selectbox(key="admin_preset")
+    assert picker.options[:5] == ["Trainer defaults", "The seed's QLoRA recipe", "Fast GPU (bf16)", "CPU demo (minutes)",
+                                  "The shipped adapter's recipe"]
+    picker.set_value("cpu-demo").run()
+    button(at, "Load").click().run()
+    assert not at.exception
+    assert any('Loaded preset "CPU demo (minutes)"' in s.value for s in at.success)
+    assert at.text_input(key="cfg_max_steps").value == "10" and at.selectbox(key="cfg_device").value == "cpu"
+    assert at.text_input(key="cfg_batch_size").value == "1"
+    # Edit two fields and save as a preset of one's own; it is offered, loads back, and is edited by saving again.
+    set_fields(at, learning_rate="0.0001", lora_r=4)
+    at.text_input(key="admin_preset_name").set_value("Tiny r4")  # a form field: sent with the submit
+    button(at, "Save preset").click().run()
+    assert any('Saved preset "Tiny r4"' in s.value for s in at.success)
+    saved = json.loads((work / "presets" / "tiny-r4.json").read_text())
+    assert saved["values"]["learning_rate"] == 0.0001 and saved["values"]["lora_r"] == 4
+    assert saved["values"]["max_steps"] == 10  # carried over from the CPU demo it started from
+    at.selectbox(key="admin_preset").set_value("defaults").run()
+    button(at, "Load").click().run()
+    assert at.text_input(key="cfg_lora_r").value == "16"
+    at.selectbox(key="admin_preset").set_value("tiny-r4").run()
+    assert "Tiny r4 (saved)" in at.selectbox(key="admin_preset").options
+    button(at, "Load").click().run()
+    assert at.text_input(key="cfg_lora_r").value == "4" and at.text_input(key="cfg_learning_rate").value == "0.0001"
+    set_fields(at, lora_r=2)
+    button(at, "Save preset").click().run()  # same name: the saved preset is edited
+    assert json.loads((work / "presets" / "tiny-r4.json").read_text())["values"]["lora_r"] == 2
+    at.text_input(key="admin_preset_name").set_value("CPU demo")
+    button(at, "Save preset").click().run()
+    assert any("built-in preset" in e.value for e in at.error)
+    button(at, 'Delete preset "Tiny r4"').click().run()
+    assert not (work / "presets" / "tiny-r4.json").exists()
+    assert at.selectbox(key="admin_preset").value == "defaults"
+    assert at.text_input(key="cfg_lora_r").value == "2"  # the form keeps what it had
+
+
+def test_an_unknown_preset_and_an_older_preset_get_clear_messages_with_nothing_lost(engine, admin, work):
+    folder = work / "presets"
+    folder.mkdir(parents=True)
+    old = folder / "old-recipe.json"
+    old.write_text(json.dumps({"title": "Old recipe", "config_version": 1,
+                               "values": {"num_train_epochs": 1, "lr": 0.0005, "load_in_4bit": True, "lora_rr": 4}}))
+    (folder / "damaged.json").write_text("{oops")
+    before = old.read_text()
+    at = app_as(admin, PAGE)
+    at.query_params["preset"] = "no-such-preset"
+    at.run()
+    assert not at.exception
+    assert any("No preset named 'no-such-preset'" in e.value and "unchanged" in e.value for e in at.error)
+    assert at.text_input(key="cfg_learning_rate").value == "0.0002"  # the defaults, untouched
+    assert any("damaged.json cannot be read" in w.value for w in at.warning)
+    at.selectbox(key="admin_preset").set_value("old-recipe").run()
+    button(at, "Load").click().run()
+    assert at.text_input(key="cfg_num_epochs").value == "1.0" and at.text_input(key="cfg_learning_rate").value == "0.0005"
+    notes = next(w.value for w in at.warning if "could not be used as they are" in w.value)
+    assert "'num_train_epochs' is now called 'num_epochs'" in notes and "'load_in_4bit'" in notes
+    assert "lora_rr" in notes and "keeps its default" in notes
+    assert old.read_text() == before
+    at2 = app_as(admin, PAGE)
+    at2.query_params["preset"] = "cpu-demo"  # a link to a preset loads it
+    at2.run()
+    assert at2.text_input(key="cfg_max_steps").value == "10"
+
+
+def test_check_warns_about_mistakes_and_estimates_from_the_data_plan(engine, admin, work, tiny_model):
+    prepared(work)
+    at = app_as(admin, PAGE).run()
+    set_fields(at, model_name=tiny_model, eval_file="none", eval_steps=10, max_steps=5, learning_rate=0.05,
+               max_seq_len=190, batch_size=2, gradient_accumulation_steps=1)
+    button(at, "Check settings").click().run()
+    assert not at.exception and not at.error, error_text(at)
+    warnings = "\n".join(w.value for w in at.warning)
+    assert "eval_steps" in warnings and "no validation data" in warnings
+    assert "overrides the" in warnings and "set max_steps to -1" in warnings
+    assert "far outside the usual LoRA range" in warnings
+    assert "leaves out" in warnings and "Raise it to" in warnings
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Estimated time"] == "—" and any("Calibrate times" in c.value for c in at.caption)
+    from app import resources
+    from services import training as training_service
+    from trainer.config import build_config as build
+
+    cfg = build(at.session_state["admin_checked"])[0]
+    plan = training_service.dataset_plan(cfg)
+    assert int(metrics["Tokens per epoch"].replace(",", "")) == sum(n for n in plan.lengths if n <= 190)
+    folder = training_service.calibration_dir(resources.get_settings())
+    folder.mkdir(parents=True)
+    (folder / f"{training_service.throughput_key(cfg)}.json").write_text(json.dumps(
+        {"tokens_per_s": 10.0, "startup_s": 30.0, "steps": 3, "device": "cpu", "measured_at": "2026-12-06T09:00:00"}))
+    button(at, "Check settings").click().run()
+    metrics = {m.label: m.value for m in at.metric}
+    expected = 30.0 + 5 * plan.tokens_per_step / 10.0
+    from core.runs import format_duration
+
+    assert metrics["Estimated time"] == format_duration(expected)
+    assert any("calibration on this machine" in c.value and "tokens/s" in c.value for c in at.caption)
+
+
+def test_a_long_cpu_run_is_warned_about_with_the_demo_preset_named(engine, admin, work, tiny_model):
+    prepared(work)
+    at = app_as(admin, PAGE).run()
+    set_fields(at, model_name=tiny_model, max_steps=-1, num_epochs=1000, max_seq_len=400)
+    at.selectbox(key="cfg_device").set_value("cpu")
+    button(at, "Check settings").click().run()
+    from app import resources
+    from services import training as training_service
+    from trainer.config import build_config as build
+
+    cfg = build(at.session_state["admin_checked"])[0]
+    folder = training_service.calibration_dir(resources.get_settings())
+    folder.mkdir(parents=True)
+    (folder / f"{training_service.throughput_key(cfg)}.json").write_text(json.dumps(
+        {"tokens_per_s": 5.0, "startup_s": 1.0, "steps": 3, "device": "cpu", "measured_at": "2026-12-06T09:00:00"}))
+    button(at, "Check settings").click().run()
+    warning = next(w.value for w in at.warning if "hours on this CPU" in w.value)
+    assert "CPU demo (minutes)" in warning and "GPU" in warning
+
+
+def test_calibrate_button_times_the_settings_in_a_throwaway_process(engine, admin, work, tiny_model, monkeypatch):
+    prepared(work)
+    monkeypatch.setattr(launch, "train_command", lambda rd, resume=False: STUB + ["--config", str(rd / "config.yaml")])
+    at = app_as(admin, PAGE).run()
+    set_fields(at, model_name=tiny_model, max_steps=4, max_seq_len=400)
+    button(at, "Check settings").click().run()
+    button(at, "Calibrate (time a few steps)").click().run()
+    assert not at.exception
+    assert any("Measured 102.5 tokens/s" in s.value for s in at.success)
+    assert any("calibration on this machine" in c.value for c in at.caption)
+    assert {m.label: m.value for m in at.metric}["Estimated time"] != "—"
+    folder = work / "calibration"
+    assert [p.suffix for p in folder.iterdir()] == [".json"]  # the throwaway run folder is gone
+
+
+def _fake_models(monkeypatch):
+    """get_served_model -> a fake per adapter; stream_case writes a reasoning and an answer naming the adapter."""
+    import types
+
+    from app import resources
+    from core import inference
+    from core.inference import GenerationStats, StreamEvent
+
+    loads = []
+
+    def served(base, adapter, device, _progress=None):
+        loads.append(adapter)
+        name = "none (base model)" if adapter == "none" else Path(adapter).name
+        return types.SimpleNamespace(base=types.SimpleNamespace(identity="tiny-base"), adapter_name=name,
+                                     adapter_problem=None, requested_adapter=None, device="cpu",
+                                     describe=lambda: "fake")
+
+    def stream(case_text, *, served, settings, stop=None, conclude=None, options=None, context=""):
+        who = served.adapter_name
+        yield StreamEvent("token", reasoning=f"{who} reasons about: {case_text}", text="x")
+        yield StreamEvent("done", reasoning=f"{who} reasons about: {case_text}", answer=f"answer of {who}",
+                          has_answer=True, text="x\n\nFinal answer: y",
+                          stats=GenerationStats(new_tokens=20, tokens_per_s=12.5 if who.startswith("none") else 9.0,
+                                                finish_reason="eos"))
+
+    monkeypatch.setattr(resources, "get_served_model", served)
+    monkeypatch.setattr(inference, "stream_case", stream)
+    return loads
+
+
+def test_compare_view_runs_one_case_on_two_models_and_saves_both_to_history(engine, admin, work, monkeypatch):
+    from storage import history
+
+    loads = _fake_models(monkeypatch)
+    at = app_as(admin, PAGE, admin_tab="Compare").run()
+    assert not at.exception
+    left, right = at.selectbox(key="admin_compare_a"), at.selectbox(key="admin_compare_b")
+    assert left.value == "base" and right.value != "base"
+    button(at, "Compare").click().run()
+    assert any("Write a case" in e.value for e in at.error)
+    at.text_area(key="admin_compare_case").set_value("Fever and neck stiffness.").run()
+    button(at, "Compare").click().run()
+    assert not at.exception, at.exception
+    assert loads == ["none", str(DEFAULT_ADAPTER_DIR)]
+    text = "\n".join(m.value for m in at.markdown)
+    assert "answer of none (base model)" in text and f"answer of {DEFAULT_ADAPTER_DIR.name}" in text
+    assert f"{DEFAULT_ADAPTER_DIR.name} reasons about: Fever and neck stiffness." in text
+    captions = "\n".join(c.value for c in at.caption)
+    assert "12.5 tokens/s" in captions and "9.0 tokens/s" in captions
+    result = at.session_state["admin_compare_result"]
+    with Session(engine) as session:
+        runs = history.list_case_runs(session=session, user_id=admin.id)
+    assert len(runs) == 2 and {r.settings["comparison"] for r in runs} == {result["id"]}
+    assert sorted(r.settings["side"] for r in runs) == sorted(s["label"] for s in result["sides"])
+    assert f"Comparison {result['id']}: saved to history as runs" in captions
+    at.selectbox(key="admin_compare_b").set_value("base").run()
+    button(at, "Compare").click().run()
+    assert any("two different models" in e.value for e in at.error)
+
+
+def test_learn_from_samples_shows_best_worst_and_wrong_items_with_references(engine, admin, work):
+    from core.runs import sample_lessons
+    from trainer.launch import read_eval_samples
+
+    lessons = sample_lessons(read_eval_samples(DEFAULT_ADAPTER_DIR), row="adapter", n=3)
+    at = app_as(admin, PAGE, admin_tab="Adapters").run()
+    assert not at.exception
+    text = "\n".join(m.value for m in at.markdown)
+    best = lessons.best[0]
+    assert f"ROUGE-L {best['rouge_l']:.3f}" in text and f"ROUGE-L {lessons.worst[0]['rouge_l']:.3f}" in text
+    assert best["rouge_l"] > lessons.worst[0]["rouge_l"]
+    wrong = next(d for d in at.dataframe if "Adapter chose" in d.value.columns)
+    assert len(wrong.value) == len(lessons.wrong_mcq) > 0
+    assert (wrong.value["Correct"] != wrong.value["Adapter chose"]).all()
+
+
+def test_runs_overview_shows_each_runs_changes_and_survives_a_vanished_run_folder(engine, admin, work):
+    import shutil
+
+    first, run_a = write_run(work, engine, "run-a", state="completed", steps=3, total=3, checkpoint=False)
+    (run_a / "preset.json").write_text(json.dumps({"name": "cpu-demo", "title": "CPU demo (minutes)", "builtin": True,
+                                                   "config": {"model_name": "embedded", "lora_r": 8}}))
+    second, run_b = write_run(work, engine, "run-b", state="completed", steps=2, total=2, checkpoint=False)
+    at = app_as(admin, PAGE, admin_tab="Runs").run()
+    diff = next(d.value for d in at.dataframe if "Changed settings" in d.value.columns)
+    row_a = diff[diff["Run"] == "run-a"].iloc[0]
+    assert row_a["Preset"] == "CPU demo (minutes)" and "Base model (model_name): embedded → m" in row_a["Changed settings"]
+    assert diff[diff["Run"] == "run-b"].iloc[0]["Preset"] == "trainer defaults"
+    shutil.rmtree(run_b)
+    at.multiselect(key="admin_overlay").set_value([first, second]).run()
+    assert not at.exception
+    assert any("run-b is gone" in w.value for w in at.warning)
+    overlay = chart_spec(at, 0)
+    assert [t["name"] for t in overlay["data"]] == ["run-a · training", "run-a · validation"]
