@@ -16,13 +16,15 @@ from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
 from services import accounts as accounts_service
+from services import classes as classes_service
 from services import curation, quiz
 from services import training as training_service
-from storage import accounts, attempts, history, quizzes, training
-from storage.models import QuizSet, TrainingRun, User
+from storage import accounts, attempts, classes, history, quizzes, training
+from storage.models import QuizSet, StudyClass, TrainingRun, User
 from tests.pages.auth_harness import add_user, app_as, app_environment, rendered_text
 
-WATCHED = (accounts, attempts, history, quizzes, training, quiz, curation, training_service, accounts_service)
+WATCHED = (accounts, attempts, history, quizzes, training, quiz, curation, training_service, accounts_service, classes,
+           classes_service)
 AUTH_NEEDS = {(module, name) for module in ("storage.accounts", "services.accounts")
               for name in ("get_user", "user_for_oidc")}
 """What ``auth.require_role`` itself reads to find out who is signed in."""
@@ -49,15 +51,16 @@ def _watch_data_access(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def _counts(engine: Engine) -> tuple[int, int, int]:
+def _counts(engine: Engine) -> tuple[int, ...]:
     with Session(engine) as session:
-        return tuple(session.exec(select(func.count()).select_from(t)).one() for t in (User, QuizSet, TrainingRun))
+        return tuple(session.exec(select(func.count()).select_from(t)).one()
+                     for t in (User, QuizSet, TrainingRun, StudyClass))
 
 
 @pytest.mark.parametrize(("page", "role"), [
     ("pages/admin.py", "student"), ("pages/admin.py", "instructor"),
     ("pages/users.py", "student"), ("pages/users.py", "instructor"),
-    ("pages/curation.py", "student"),
+    ("pages/curation.py", "student"), ("pages/classes.py", "student"),
 ])
 def test_staff_page_run_directly_shows_only_a_refusal(app_engine: Engine, monkeypatch: pytest.MonkeyPatch,
                                                       page: str, role: str) -> None:
@@ -65,20 +68,23 @@ def test_staff_page_run_directly_shows_only_a_refusal(app_engine: Engine, monkey
     teacher = add_user(app_engine, "teacher-one", "instructor")
     with Session(app_engine) as session:
         quizzes.create_quiz_set(session=session, owner_id=teacher.id, title="Secret exam set")
+        secret_class = classes.create_class(session=session, owner_id=teacher.id, name="Secret class")
     intruder = add_user(app_engine, f"sneaky-{role}", role)
     before = _counts(app_engine)
     calls = _watch_data_access(monkeypatch)
 
     # Forged widget state for the page's forms and buttons changes nothing either.
     at = app_as(intruder, page, new_username="evil", new_password="evil pass phrase", new_role="admin",
-                edit_user=intruder.id, change_role=True, reset_password=True).run()
+                edit_user=intruder.id, change_role=True, reset_password=True, cls_current=secret_class.id,
+                cls_tab="Progress", cls_new_name="Forged class").run()
     assert not at.exception
     main = list(at.main.children.values())
     assert [type(el).__name__ for el in main] == ["Error"]
     assert main[0].value == "You do not have access to this page."
     assert not list(at.sidebar.children.values())
     shown = rendered_text(at)
-    for secret in ("root-admin", "teacher-one", "Secret exam set", "Users", "Curation", "Training"):
+    for secret in ("root-admin", "teacher-one", "Secret exam set", "Users", "Curation", "Training", "Secret class",
+                   secret_class.join_code):
         assert secret not in shown
     assert calls == []  # the page stopped before reading anything
     assert _counts(app_engine) == before
@@ -86,7 +92,7 @@ def test_staff_page_run_directly_shows_only_a_refusal(app_engine: Engine, monkey
         assert accounts.get_user(session=session, user_id=intruder.id).role == role
 
 
-@pytest.mark.parametrize("page", ["pages/admin.py", "pages/users.py", "pages/curation.py"])
+@pytest.mark.parametrize("page", ["pages/admin.py", "pages/users.py", "pages/curation.py", "pages/classes.py"])
 def test_the_refusal_is_logged_without_secrets(app_engine: Engine, caplog: pytest.LogCaptureFixture,
                                                page: str) -> None:
     student = add_user(app_engine, "stu-dent", password="student pass phrase")
