@@ -22,7 +22,9 @@ from sqlmodel import Session
 from app import auth, references, resources
 from core import charts, inference, quiz_text, retrieval
 from core.model import ModelError
-from core.quiz import DIFFICULTIES, DIFFICULTY_MIN_ANSWERS, PERCENTILE_MIN_PEERS, available_filters, in_zone, remaining_s
+from core.quiz import (
+    DIFFICULTIES, DIFFICULTY_MIN_ANSWERS, PERCENTILE_MIN_PEERS, available_filters, in_zone, remaining_s,
+)
 from core.review import MIN_REVIEWS_TO_OPTIMISE, RETENTION_RANGE, WORKLOAD_DAYS
 from core.quiz_catalog import Catalog
 from core.records import Record
@@ -539,8 +541,8 @@ def assigned_section() -> None:
             with st.container(border=True, key=f"quiz_assigned_{a.id}"):
                 head, action = st.columns([4, 1])
                 head.markdown(f"**{quiz_text.md_escape(a.title)}** · {quiz_text.md_escape(entry.class_name)}")
-                facts = [f"due {local(a.due_at)} ({quiz_text.md_escape(zone)})", f"status: {STATUS_LABELS[entry.status]}",
-                         f"{entry.n_items} questions", f"{a.mode} mode"]
+                facts = [f"due {local(a.due_at)} ({quiz_text.md_escape(zone)})",
+                         f"status: {STATUS_LABELS[entry.status]}", f"{entry.n_items} questions", f"{a.mode} mode"]
                 if entry.score_percent is not None:
                     facts.append(f"score {entry.score_percent:.0f}%")
                 if entry.percentile is not None:

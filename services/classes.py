@@ -85,7 +85,8 @@ def enrolment_candidates(*, session: Session, viewer: Viewer, class_id: int) -> 
     """Active students not yet in the class, by username."""
     managed_class(session=session, viewer=viewer, class_id=class_id)
     enrolled = {u.id for u in classes.members(session=session, class_id=class_id)}
-    return [u for u in accounts.list_users(session=session) if u.active and u.role == "student" and u.id not in enrolled]
+    return [u for u in accounts.list_users(session=session)
+            if u.active and u.role == "student" and u.id not in enrolled]
 
 
 def enrol(*, session: Session, viewer: Viewer, class_id: int, user_ids: Sequence[int]) -> list[str]:

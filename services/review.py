@@ -20,8 +20,8 @@ from core import review
 from core.review import NotEnoughReviews, Review
 from storage import attempts, classes, reviews
 
-__all__ = ["NotEnoughReviews", "ScheduleSettings", "Workload", "optimise", "preview", "review_history", "save_retention",
-           "schedule_settings"]
+__all__ = ["NotEnoughReviews", "ScheduleSettings", "Workload", "optimise", "preview", "review_history",
+           "save_retention", "schedule_settings"]
 
 HISTORY_LIMIT = 100_000
 

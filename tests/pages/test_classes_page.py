@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 from streamlit.testing.v1 import AppTest
 
+from app import resources
 from services import quiz
 from storage import classes, quizzes
 from storage.models import Assignment, ClassMember, StudyClass, User
@@ -160,3 +161,39 @@ def test_schedule_panel_saves_retention(engine: Engine) -> None:
     with Session(engine) as session:
         assert classes.get_review_settings(session=session, user_id=ann.id).desired_retention == 0.8
     assert at.button(key="quiz_optimise").disabled
+
+
+def _first_answers(engine: Engine, item_id: str, right: int, total: int) -> None:
+    """``total`` users answer ``item_id`` once each, the first ``right`` of them correctly."""
+    from storage import attempts
+
+    peers = [add_user(engine, f"{item_id.split(':')[1]}peer{n:02d}") for n in range(total)]
+    with Session(engine) as session:
+        for n, peer in enumerate(peers):
+            attempt = attempts.start_attempt(session=session, user_id=peer.id, item_ids=[item_id])
+            attempts.record_answer(session=session, attempt_id=attempt.id, user_id=peer.id, position=0, chosen="A",
+                                   correct=n < right)
+
+
+def test_difficulty_shows_in_curation_and_filters_build_your_own(engine: Engine) -> None:
+    teach, ann = add_user(engine, "teach", "instructor"), add_user(engine, "ann")
+    _first_answers(engine, "medqa:q2", right=2, total=10)  # hard
+    _first_answers(engine, "medqa:q3", right=2, total=9)  # hard so far, but below the minimum: hidden
+    at = app_as(teach, "pages/curation.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    difficulty = dict(zip(table["Id"], table["Difficulty"]))
+    assert difficulty["medqa:q2"] == "hard (20% right)"
+    assert difficulty["medqa:q3"] == "" and difficulty["medqa:q1"] == ""
+    assert any("shown once 10 users have answered" in c.value for c in at.caption)
+
+    at = app_as(ann, QUIZ, quiz_tab="Build your own").run()
+    at.multiselect(key="quiz_difficulty").select("hard")
+    at.number_input(key="quiz_n").set_value(1)
+    at = at.button(key="quiz_adhoc_start").click().run()
+    assert not at.exception
+    with Session(engine) as session:
+        catalog = quiz.load_catalog(session=session, bank=resources.get_bank())
+        sitting = quiz.load_sitting(session=session, catalog=catalog, attempt_id=at.session_state["quiz_attempt"],
+                                    user_id=ann.id)
+    assert [i.record.id for i in sitting.items] == ["medqa:q2"]
