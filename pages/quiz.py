@@ -1,11 +1,15 @@
 """Quiz page: practise on held-out questions in tutor or exam mode, see results, review what was missed.
 
-Start a published quiz set, an ad-hoc quiz (sources, subjects, Step, count, unseen / missed only)
-or the "Due for review" quiz; answer, flag, move between questions; every answer is saved when it
-is given, so a reload (or another device) continues the unfinished attempt. Exam mode counts down
+"Assigned to you" comes first: the student's class assignments with due dates (in the browser's time
+zone), status, score and class percentile, and a join-code box. Start an assignment, a published quiz
+set, an ad-hoc quiz (sources, subjects, Step, difficulty, count, unseen / missed only) or the "Due for
+review" quiz (with the student's desired retention and "Optimise my schedule"); answer, flag, move
+between questions; every answer is saved when it is given, so a reload (or another device) continues
+the unfinished attempt. Exam mode counts down
 and submits by itself when the time is up, also when the page is opened again after the deadline.
 
-The logic is in ``services.quiz`` (a sitting, the review queue, the student's history); this page
+The logic is in ``services.quiz`` (a sitting, the review queue, the student's history),
+``services.classes`` (assignments) and ``services.review`` (the schedule settings); this page
 reads widgets, makes one call there per action and renders. Item text is shown with
 ``st.text`` or escaped Markdown, never as HTML.
 """

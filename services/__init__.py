@@ -5,6 +5,8 @@
 - ``training``   start, watch, stop and register fine-tuning runs (the only caller of ``trainer.launch``)
 - ``accounts``   sign-in, registration, user management and the study history
 - ``generation`` rate limit, stream and record one model generation (both study pages)
+- ``classes``    classes, enrolment and join codes, assignments with due dates, class progress (role-checked)
+- ``review``     a user's FSRS schedule: desired retention, "optimise my schedule", the coming week's workload
 
 Pages call one function here per user action. Functions that touch the database take a keyword-only
 ``session``; a failed write raises :class:`StorageError`, which pages turn into a message.
