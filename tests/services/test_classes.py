@@ -247,3 +247,22 @@ def test_peer_difficulty_shows_from_the_minimum_and_filters_build_your_own(sessi
     with pytest.raises(AttemptError, match="Difficulty must be one of"):
         quiz.start_ad_hoc(session=session, catalog=catalog(session), user_id=learner.id,
                           spec=AdHocSpec(n=1, difficulties=["trivial"]))
+
+
+def test_a_student_in_several_classes_sees_each_classes_work_open_first(session: Session, make_user) -> None:
+    teach, ann, bob, _eve, _c, assignment = _world(session, make_user)
+    other_teacher = make_user("other", "instructor")
+    second = svc.create_class(session=session, viewer=other_teacher, name="Renal")
+    svc.join_class(session=session, user_id=ann.id, join_code=second.join_code)
+    renal = svc.assign(session=session, viewer=other_teacher, class_id=second.id, quiz_set_id=assignment.quiz_set_id,
+                       opens_at=NOW - timedelta(hours=1), due_at=NOW + timedelta(days=3), title="Renal week")
+    assert [(w.class_name, w.assignment.title) for w in svc.assigned_to(session=session, user_id=ann.id, now=NOW)] == [
+        ("Cardiology", "Set"), ("Renal", "Renal week")]  # soonest due first
+    _sit(session, ann, assignment.id, right=3)
+    work = svc.assigned_to(session=session, user_id=ann.id, now=NOW)
+    assert [(w.assignment.id, w.status) for w in work] == [(renal.id, "not_started"), (assignment.id, "submitted")]
+    assert [w.assignment.id for w in svc.assigned_to(session=session, user_id=bob.id, now=NOW)] == [assignment.id]
+    # Each instructor sees only their own class's assignment.
+    assert [a.id for a in svc.class_assignments(session=session, viewer=other_teacher, class_id=second.id)] == [renal.id]
+    with pytest.raises(ClassError):
+        svc.class_assignments(session=session, viewer=teach, class_id=second.id)
