@@ -38,8 +38,9 @@ def atomic_dir(target: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[IO[str]]:
-    """Yield a UTF-8 text handle on a temporary sibling of ``path``; on success it replaces ``path``.
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield the path of a new temporary sibling of ``path``, for a writer that wants a file name; on
+    success it replaces ``path`` (with the permissions of an ordinary new file, not mkstemp's 0600).
 
     On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` is
     left as it was.
@@ -47,13 +48,27 @@ def atomic_file(path: Path) -> Iterator[IO[str]]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yield fh
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[IO[str]]:
+    """Yield a UTF-8 text handle on a temporary sibling of ``path``; on success it replaces ``path``.
+
+    On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` is
+    left as it was.
+    """
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        yield fh
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

@@ -31,16 +31,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import re
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
+from core.atomic import atomic_path
 from core.model import EMBEDDED_BASE_ID, ModelError, find_embedded_gguf, read_adapter_card, sha256_file
 from core.prompts import PROMPT_FORMAT_VERSION
 
@@ -277,21 +275,10 @@ def _check_shapes(lora: PeftLora, reader) -> None:
                                           f"weight is ({out}x{inp}); trained on another base?")
 
 
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[Path]:
-    """A temporary sibling of ``path``, renamed onto it only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; the result is an ordinary file
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _provenance(writer, base_gguf: Path | str) -> None:
+    """Which base GGUF and which exporter made the file (checked by nothing; for whoever inspects it)."""
+    writer.add_string("medstudy.base_gguf_sha256", sha256_file(base_gguf))
+    writer.add_uint32("medstudy.exporter_version", EXPORTER_VERSION)
 
 
 def _write(writer, out: Path) -> None:
@@ -323,14 +310,13 @@ def export_lora_gguf(adapter_dir: Path | str, out_path: Path | str, *, base_gguf
     _check_shapes(lora, reader)
     np_dtype = np.float32 if dtype == "f32" else np.float16
 
-    with _atomic_file(out_path) as tmp:
+    with atomic_path(out_path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch="llama")
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, lora.alpha)
         writer.add_name(lora.name)
-        writer.add_string("medstudy.base_gguf_sha256", sha256_file(base_gguf))
-        writer.add_uint32("medstudy.exporter_version", EXPORTER_VERSION)
+        _provenance(writer, base_gguf)
         # Order of the base GGUF, so the file does not depend on the safetensors key order.
         for t in reader.tensors:
             pair = lora.pairs.get(t.name)
@@ -379,13 +365,12 @@ def export_merged_gguf(adapter_dir: Path | str, out_path: Path | str, *, base_gg
     file_type = {"q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "f32": gguf.LlamaFileType.ALL_F32}[quant]
 
-    with _atomic_file(out_path) as tmp:
+    with atomic_path(out_path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch="llama")
         _copy_metadata(reader, writer, skip={"general.architecture", "general.file_type"})
         writer.add_file_type(file_type)
         writer.add_string("medstudy.merged_adapter", lora.name)
-        writer.add_string("medstudy.base_gguf_sha256", sha256_file(base_gguf))
-        writer.add_uint32("medstudy.exporter_version", EXPORTER_VERSION)
+        _provenance(writer, base_gguf)
         for t in reader.tensors:
             pair = lora.pairs.get(t.name)
             if pair is None:  # untouched: the original bytes and encoding
@@ -419,18 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0, or 2 with the reason on stderr for an adapter that cannot be exported."""
     args = build_parser().parse_args(argv)
-    want_lora = args.lora or not args.merged
+    name = args.adapter_dir.resolve().name
+    jobs = [("LoRA GGUF", export_lora_gguf, f"{name}.lora.gguf", {})] if args.lora or not args.merged else []
+    if args.merged:
+        jobs.append(("merged GGUF", export_merged_gguf, f"{name}.merged-{args.quant}.gguf", {"quant": args.quant}))
     try:
         base = args.base_gguf or find_embedded_gguf()
-        name = args.adapter_dir.resolve().name
-        if want_lora:
-            r = export_lora_gguf(args.adapter_dir, args.out / f"{name}.lora.gguf", base_gguf=base)
-            print(f"LoRA GGUF    {r.path}  ({r.tensors} tensors, {r.seconds:.2f} s)")
-        if args.merged:
-            r = export_merged_gguf(args.adapter_dir, args.out / f"{name}.merged-{args.quant}.gguf",
-                                   base_gguf=base, quant=args.quant)
-            print(f"merged GGUF  {r.path}  ({r.tensors} tensors, {r.seconds:.2f} s)")
+        for label, export, file_name, options in jobs:
+            r = export(args.adapter_dir, args.out / file_name, base_gguf=base, **options)
+            print(f"{label:<12} {r.path}  ({r.tensors} tensors, {r.seconds:.2f} s)")
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
