@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.bench_gguf_agreement import common_prefix, teacher_forced_agreement
 from core import gguf_export as ge
 from core.llamacpp import LlamaServer, find_llama_server
 from core.model import DEFAULT_ADAPTER_DIR, find_embedded_gguf
@@ -272,25 +273,6 @@ def hf_greedy(hf_merged, prompts) -> list[list[int]]:
                                  pad_token_id=tokenizer.pad_token_id)
             out.append(gen[0, len(ids):].tolist())
     return out
-
-
-def teacher_forced_agreement(model, prompt: list[int], tokens: list[int]) -> float:
-    """Share of ``tokens`` that ``model`` ranks first given the prompt and the tokens before them."""
-    import torch
-
-    with torch.no_grad():
-        logits = model(torch.tensor([prompt + tokens])).logits[0]
-    picks = logits[len(prompt) - 1: len(prompt) - 1 + len(tokens)].argmax(-1).tolist()
-    return sum(p == t for p, t in zip(picks, tokens)) / len(tokens)
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 @pytest.fixture(scope="module")
