@@ -31,7 +31,8 @@ class Throughput:
     tokens_per_s: float
     """Non-padding training tokens per second (the trainer's ``tokens_per_s``, median after the first step)."""
     startup_s: float | None
-    """From starting the process to the first optimiser step (imports, model load, tokenising the data)."""
+    """The run's fixed cost: starting the process to steady training (imports, model load, tokenising the data,
+    the first step's warm-up) plus saving the adapter and exiting."""
     basis: str
     """Where the number comes from, in words (shown with the estimate)."""
     device: str = ""

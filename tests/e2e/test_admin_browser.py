@@ -8,7 +8,12 @@ Debian's chromium the admin
    (Stop & save), resumes it to completion, activates its adapter, and the case-study page
    reports that adapter;
 2. starts another run, the trainer is killed with SIGKILL mid-run, the live view shows
-   "interrupted" at its next refresh, and Resume completes the run.
+   "interrupted" at its next refresh, and Resume completes the run;
+3. loads the "CPU demo (minutes)" preset, sees the warnings of a Check, saves a preset of their own,
+   trains a short run from it, and compares the base model with the new adapter on one case (both
+   answers side by side, saved to history).
+
+The form's fields are found by their plain labels (``trainer.config.field_label``).
 
 Screenshots go to ``test-artifacts/``.
 """
@@ -28,6 +33,7 @@ from core.records import write_jsonl
 from tests.e2e.server import ARTIFACTS, CHROMIUM, chromium_page, create_first_admin, field, streamlit_server, wait_for_app
 from tests.trainer.conftest import build_tiny_llama, make_records
 from trainer.checkpoint import last_complete_checkpoint
+from trainer.config import field_label
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -58,11 +64,14 @@ def _status(page, state: str):
     return page.locator('[data-testid="stMarkdownContainer"]', has_text=f"Status: {state}")
 
 
-def _start_run(page, model: str, expect, *, steps: int) -> str:
+def _fill(page, values: dict[str, str]) -> None:
+    for name, value in values.items():
+        field(page, field_label(name)).fill(value)
+
+
+def _start_run(page, model: str, expect, *, steps: int, form: dict[str, str] | None = None) -> str:
     """Fill the form and start; returns the run's name from the confirmation."""
-    field(page, "model_name").fill(model)
-    for name, value in {**FORM, "max_steps": str(steps)}.items():
-        field(page, name).fill(value)
+    _fill(page, {"model_name": model, **(FORM if form is None else form), "max_steps": str(steps)})
     page.get_by_role("button", name="Start training").click()
     started = page.get_by_text(re.compile(r"Started training run \S+"))
     expect(started).to_be_visible()
@@ -200,3 +209,61 @@ def test_kill_9_mid_run_shows_interrupted_and_resume_completes(tmp_path: Path) -
             page.screenshot(path=str(ARTIFACTS / "admin-kill-resumed.png"), full_page=True)
 
         _check(page, "admin-kill-failure.png", flow)
+
+
+def _pick(page, label: str, option_text: str) -> None:
+    """Choose the option containing ``option_text`` in the selectbox labelled ``label``."""
+    wait_for_app(page)
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).locator("input")
+    box.click()
+    box.fill(option_text)  # the selectbox filters its options as one types
+    page.get_by_role("option").filter(has_text=option_text).first.click()
+    wait_for_app(page)
+
+
+def test_presets_warnings_and_comparing_the_base_with_a_new_adapter(tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    _prologue(expect)
+    work, env = _environment(tmp_path)
+    with streamlit_server(env) as (url, _proc), chromium_page() as page:
+        page.set_default_timeout(60_000)
+
+        def flow() -> None:
+            create_first_admin(page, url)
+            _nav(page, "Admin")
+            _pick(page, "Start from", "CPU demo (minutes)")
+            page.get_by_role("button", name="Load", exact=True).click()
+            expect(page.get_by_text('Loaded preset "CPU demo (minutes)"')).to_be_visible()
+            expect(field(page, field_label("max_steps"))).to_have_value("10")
+            expect(field(page, field_label("batch_size"))).to_have_value("1")
+            # A Check of the demo on the tiny model, with a learning rate far too high: the warnings say what to change.
+            _fill(page, {"model_name": env["MEDSTUDY_BASE_MODEL"], "learning_rate": "0.05", "max_seq_len": "256"})
+            page.get_by_role("button", name="Check settings").click()
+            expect(page.get_by_text("far outside the usual LoRA range")).to_be_visible()
+            expect(page.get_by_text("overrides the 3 epochs")).to_be_visible()
+            expect(page.get_by_text("Tokens per epoch")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "admin-preset-warnings.png"), full_page=True)
+            # Saved as the admin's own preset, then trained from it (a few steps on the tiny model).
+            _fill(page, {"learning_rate": "0.005"})
+            field(page, "Save these settings as preset").fill("Tiny demo")
+            page.get_by_role("button", name="Save preset").click()
+            expect(page.get_by_text('Saved preset "Tiny demo"')).to_be_visible()
+            assert json.loads((work / "presets" / "tiny-demo.json").read_text())["values"]["learning_rate"] == 0.005
+            name = _start_run(page, env["MEDSTUDY_BASE_MODEL"], expect, steps=4,
+                              form={"save_steps": "2", "logging_steps": "1"})
+            expect(_status(page, "completed")).to_be_visible(timeout=150_000)
+            assert json.loads((work / "runs" / name / "preset.json").read_text())["title"] == "Tiny demo"
+
+            page.get_by_role("tab", name="Compare").click()
+            _pick(page, "Right", f"Adapter {name}")
+            page.locator('textarea[aria-label="Case"]').fill("A 23-year-old woman has fever, neck stiffness and a rash.")
+            page.get_by_role("button", name="Compare", exact=True).click()
+            expect(page.get_by_text("saved to history as runs")).to_be_visible(timeout=150_000)
+            main = page.locator('[data-testid="stMain"]')
+            expect(main.get_by_role("heading", name=f"Adapter {name}")).to_be_visible()
+            expect(main.get_by_role("heading", name="Base model alone")).to_be_visible()
+            expect(main.get_by_text("tokens/s").first).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "admin-compare.png"), full_page=True)
+
+        _check(page, "admin-lab-failure.png", flow)

@@ -29,6 +29,7 @@ def main() -> int:
     out = Path(sys.argv[1]).resolve()
     out.mkdir(parents=True, exist_ok=True)
     settings = load_settings()
+    load_before = __import__("os").getloadavg()
     preset, _ = builtin_presets()["cpu-demo"]
     cfg, problems, notes = preset_config(preset)
     assert not problems and not notes, (problems, notes)
@@ -66,10 +67,11 @@ def main() -> int:
                         "wall_s": round(cal.wall_s, 1), "device": cal.device},
         "estimate": {"train_tokens": est.train_tokens, "startup_s": est.startup_s, "train_s": est.train_s,
                      "eval_s": est.eval_s, "total_s": est.total_s},
-        "measured": {"wall_s": round(wall, 1), "startup_s": round(start["time"] - t0, 1),
+        "measured": {"wall_s": round(wall, 1), "to_start_line_s": round(start["time"] - t0, 1),
                      "train_s": train[-1]["elapsed_s"] if train else None, "trained_tokens": trained_tokens,
                      "tokens_per_s_median": __import__("core.runs", fromlist=["x"]).measured_tokens_per_s(metrics)},
     }
+    result["load_avg_before"] = load_before
     result["error_pct"] = round(100 * (est.total_s - wall) / wall, 1) if est.total_s else None
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "metrics.jsonl").write_text((run_dir / "metrics.jsonl").read_text())
