@@ -19,7 +19,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from trainer.config import AUTO, ConfigError, TrainConfig, load_config
+from trainer.config import AUTO, NO_EVAL, ConfigError, TrainConfig, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,11 +88,50 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     return cfg
 
 
-def main(cfg: TrainConfig) -> int:
-    """Train with a validated config; the heavy imports happen here, not at import time."""
-    from trainer.train import main as train_main
+def baseline_callbacks(cfg: TrainConfig) -> list[Any]:
+    """The starting point of every validation curve: one evaluation before the first step (issue 20).
 
-    return train_main(cfg)
+    At step 0 the LoRA weights are the identity (B = 0), so this is the base model's validation loss on
+    the same held-out examples, written to ``metrics.jsonl`` as an ``eval`` line at step 0 by the trainer's own
+    evaluation (transformers' ``eval_on_start``, switched on when training begins from step 0). A resumed run
+    already has it; a run without validation data has nothing to evaluate.
+    """
+    if cfg.eval_file.strip().lower() == NO_EVAL:
+        return []
+    from transformers import TrainerCallback
+
+    class BaselineEvaluation(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.global_step == 0:
+                args.eval_on_start = True  # read by the training loop right after this callback
+
+    return [BaselineEvaluation()]
+
+
+def main(cfg: TrainConfig) -> int:
+    """Train with a validated config; the heavy imports happen here, not at import time.
+
+    The same exits as ``trainer.train.main`` (0 completed or stopped, 2 config/data/model problem, 130
+    interrupted, 1 crash), with the baseline evaluation of :func:`baseline_callbacks` added.
+    """
+    import traceback
+
+    from core.model import ModelError
+    from trainer.dataset import DataError
+    from trainer.train import train
+
+    try:
+        train(cfg, extra_callbacks=baseline_callbacks(cfg))
+    except (ConfigError, DataError, ModelError) as exc:
+        print(f"[trainer] error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("[trainer] aborted without saving", file=sys.stderr, flush=True)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -88,9 +88,11 @@ def _loss_points(page, trace: int | None = None) -> int:
 
 
 def _wait_points(page, more_than: int, timeout_s: float = 90) -> int:
+    """Markers of the first trace (the training loss once a step is logged; before that, the step-0 baseline
+    validation point, which every run with validation data starts with)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        count = _loss_points(page)
+        count = _loss_points(page, trace=0)
         if count > more_than:
             return count
         page.wait_for_timeout(250)

@@ -53,3 +53,21 @@ def test_sigterm_stops_gracefully_with_a_saved_adapter(tiny_model_dir, data_dir,
     assert (run / "adapter" / "adapter_card.json").is_file()
     assert "trainable params: 32,768" in output
     assert read_metrics(run / "metrics.jsonl")[-1]["event"] == "stopped"
+
+
+def test_every_run_with_validation_starts_its_curve_with_the_base_models_loss(tiny_model_dir, data_dir, tmp_path):
+    """``python -m trainer`` evaluates once before the first step (the base model: LoRA starts as the identity)."""
+    from trainer.cli import baseline_callbacks
+    from trainer.config import TrainConfig
+
+    assert baseline_callbacks(TrainConfig(eval_file="none")) == []
+    run = tmp_path / "run"
+    values = tiny_overrides(tiny_model_dir, data_dir, run, max_steps=2, save_steps=2, eval_steps=0)
+    argv = [sys.executable, "-m", "trainer"] + [x for k, v in values.items() for x in (f"--{k}", str(v))]
+    done = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    evals = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "eval"]
+    assert [r["step"] for r in evals] == [0, 2]  # the baseline, then the final evaluation
+    assert evals[0]["eval_loss"] > 0 and evals[0]["eval_loss"] != evals[1]["eval_loss"]
+    train_lines = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "train"]
+    assert [r["step"] for r in train_lines][-1] == 2
