@@ -69,12 +69,13 @@ class Estimate:
 
 
 def evaluations(steps: int, *, eval_steps: int, has_eval: bool) -> int:
-    """Validation passes the trainer makes: every ``eval_steps`` steps, plus one at the end if the last step is not one."""
+    """Validation passes ``python -m trainer`` makes: one before the first step (the base model's baseline), every
+    ``eval_steps`` steps, and one at the end if the last step is not one."""
     if not has_eval or steps <= 0:
         return 0
     if eval_steps <= 0:
-        return 1
-    return steps // eval_steps + (0 if steps % eval_steps == 0 else 1)
+        return 2
+    return 1 + steps // eval_steps + (0 if steps % eval_steps == 0 else 1)
 
 
 def estimate(kept_lengths: Sequence[int], *, steps: int, batch_size: int, gradient_accumulation_steps: int,

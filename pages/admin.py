@@ -386,7 +386,8 @@ def estimate_view(cfg: TrainConfig, plan: DatasetPlan) -> None:
         parts.append(f"training {runs_lib.format_duration(est.train_s)} ({est.train_tokens:,.0f} tokens at "
                      f"{tp.tokens_per_s:,.1f} tokens/s)")
         if est.evaluations:
-            parts.append(f"{est.evaluations} validation pass(es) {runs_lib.format_duration(est.eval_s)}")
+            parts.append(f"{est.evaluations} validation passes, the base model's baseline before step 1 included, "
+                         f"{runs_lib.format_duration(est.eval_s)}")
         st.caption(f"Projected wall time = {' + '.join(parts)}. Speed from the {tp.basis}; ~{plan.tokens_per_step:,.0f} "
                    "tokens per step. Validation is counted at 3x the training speed (forward passes only).")
     else:

@@ -8,9 +8,9 @@ from core.estimate import EVAL_SPEEDUP, Throughput, estimate, evaluations, long_
 
 
 def test_evaluations_follow_the_trainers_schedule():
-    assert evaluations(100, eval_steps=25, has_eval=True) == 4  # 25, 50, 75, 100 (the last is the final one)
-    assert evaluations(110, eval_steps=25, has_eval=True) == 5  # + a final one at 110
-    assert evaluations(110, eval_steps=0, has_eval=True) == 1  # only at the end
+    assert evaluations(100, eval_steps=25, has_eval=True) == 5  # 0 (baseline), 25, 50, 75, 100 (also the final one)
+    assert evaluations(110, eval_steps=25, has_eval=True) == 6  # + a final one at 110
+    assert evaluations(110, eval_steps=0, has_eval=True) == 2  # the baseline and the end
     assert evaluations(110, eval_steps=25, has_eval=False) == 0
 
 
@@ -19,7 +19,7 @@ def test_estimate_without_a_measurement_has_tokens_but_no_time():
                    eval_steps=2, throughput=None)
     assert est.tokens_per_epoch == 600 and est.examples == 3
     assert est.tokens_per_step == pytest.approx(200 * 4) and est.train_tokens == pytest.approx(3200)
-    assert est.evaluations == 2 and est.eval_tokens == pytest.approx(2000)
+    assert est.evaluations == 3 and est.eval_tokens == pytest.approx(2000)
     assert est.total_s is None and est.epochs == pytest.approx(3200 / 600)
 
 
@@ -28,7 +28,7 @@ def test_estimate_adds_start_up_training_and_validation():
     est = estimate([100, 300], steps=10, batch_size=1, gradient_accumulation_steps=1, eval_examples=5, eval_steps=5,
                    throughput=tp)
     assert est.train_s == pytest.approx(10 * 200 / 100.0)
-    assert est.eval_s == pytest.approx(2 * 5 * 200 / (EVAL_SPEEDUP * 100.0))
+    assert est.eval_s == pytest.approx(3 * 5 * 200 / (EVAL_SPEEDUP * 100.0))
     assert est.total_s == pytest.approx(20.0 + 20.0 + est.eval_s)
 
 
