@@ -54,7 +54,7 @@ def test_two_processes_write_each_step_once_and_split_the_batch(tiny_model_dir, 
     assert [r["step"] for r in train] == [1, 2, 3, 4]  # once each, not once per process
     # 8 training records, 2 processes x batch 2 per step: an epoch is 2 steps (1 process: 4 steps).
     assert [r["epoch"] for r in train] == [0.5, 1.0, 1.5, 2.0]
-    assert [r["step"] for r in records if r["event"] == "eval"] == [2, 4]
+    assert [r["step"] for r in records if r["event"] == "eval"] == [0, 2, 4]  # the step-0 baseline, then every 2 steps
     assert [r["event"] for r in records].count("start") == 1 and records[-1]["event"] == "completed"
     assert read_status(run)["state"] == "completed"
     assert output.count("[trainer] completed at step 4/4") == 1  # rank 1 trains silently
