@@ -221,6 +221,11 @@ class OpenAIBackend:
 
         try:
             response = client.get(url)
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise self._unreachable(exc) from exc
+            raise GenerationError(f"The inference server at {self.url} did not answer GET {url} in time "
+                                  f"({type(exc).__name__}): it may be overloaded. Try again in a moment.") from exc
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         if response.status_code != 200:
@@ -247,7 +252,8 @@ class OpenAIBackend:
         with self._info_lock:
             if not fresh and self._info is not None and time.monotonic() - self._info[0] < _INFO_TTL_S:
                 return self._info[1]
-            with self._client(self.connect_timeout_s + 5) as client:
+            # A busy server answers its listing between decoding steps: allow as long as for a first token.
+            with self._client(self.first_token_timeout_s) as client:
                 info = self._probe(client)
             self._info = (time.monotonic(), info)
             return info
@@ -331,7 +337,7 @@ class OpenAIBackend:
             marker = marker_ids(tok) if settings.answer_allowance > 0 else []
         except Exception as exc:  # noqa: BLE001 - a tokenizer/template failure becomes a user-facing message
             raise GenerationError(f"Could not prepare the prompt: {exc}") from exc
-        info = self.info(fresh=True)
+        info = self.info()  # asked again every few seconds, not per request: a class asks at once
         budget = answer_budget(settings.max_new_tokens, marker, allowance=settings.answer_allowance)
         times: list[float] = []
         forced: ForcedReason | None = None
