@@ -183,6 +183,16 @@ def get_bank() -> Bank:
     return _bank_for(str(settings.prepared_dir), stat.st_mtime_ns, stat.st_size)
 
 
+def bank_or_stop() -> Bank:
+    """The question bank for a page that needs it; when it is not prepared yet, a warning that says how to
+    prepare it, and the page's run ends there."""
+    try:
+        return get_bank()
+    except FileNotFoundError as exc:
+        st.warning(f"The question bank is not ready yet. {exc}")
+        st.stop()
+
+
 @st.cache_resource(show_spinner="Loading the question bank…", max_entries=2)
 def _bank_for(prepared_dir: str, manifest_mtime_ns: int, manifest_size: int) -> Bank:
     return Bank.from_records(data_lib.load_bank(get_settings()))

@@ -3,18 +3,20 @@
 #
 #   bash benchmarks/bench_make_run.sh [BEFORE_REV [AFTER_REV [ROUNDS]]]    (default: HEAD~1 HEAD 3)
 #
-# Each revision gets its own git worktree and its own copy of .venv (so neither revision's bootstrap
-# reinstalls for the other's requirements stamp); both use this clone's prepared data and converted
-# model (a symlinked .work), so what is timed is `make run` on a set-up machine: the bootstrap check,
-# `core.data prepare --if-stale`, and Streamlit starting until /_stcore/health answers "ok". One
-# untimed run per revision settles its venv stamp first. Prints the machine, then a table of
-# median (min-max) seconds over the rounds.
+# Each revision gets its own git worktree, its own copy of .venv (so neither revision's bootstrap
+# reinstalls for the other's requirements stamp) and its own copy of .work (prepared data, converted
+# model: a revision whose pipeline differs re-prepares its own copy, never this clone's), with
+# ../shared beside the worktrees as beside the clone. What is timed is `make run` on a set-up machine:
+# the bootstrap check, `core.data prepare --if-stale`, and Streamlit starting until /_stcore/health
+# answers "ok". One untimed run per revision settles its venv stamp first. Prints the machine, then a
+# table of median (min-max) seconds over the rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before="${1:-HEAD~1}"
 after="${2:-HEAD}"
 rounds="${3:-3}"
 root=$(mktemp -d /tmp/bench-make-run.XXXXXX)
+ln -s "$(cd .. && pwd)/shared" "$root/shared"  # the data folder, where make run looks for it (../shared)
 trap 'for d in "$root"/wt-*; do git worktree remove --force "$d" >/dev/null 2>&1 || true; done; rm -rf "$root"' EXIT
 
 echo "command: bash benchmarks/bench_make_run.sh $before $after $rounds"
@@ -27,7 +29,7 @@ for rev in "$before" "$after"; do
   dir="$root/wt-$sha"
   git worktree add --detach "$dir" "$rev" >/dev/null 2>&1
   cp -a .venv "$dir/.venv"
-  ln -s "$PWD/.work" "$dir/.work"
+  cp -a .work "$dir/.work"
   dirs[$rev]="$dir"
   echo "revision $rev = $sha ($(git log -1 --format=%s "$rev" | cut -c1-80))"
 done

@@ -275,9 +275,17 @@ def _check_shapes(lora: PeftLora, reader) -> None:
                                           f"weight is ({out}x{inp}); trained on another base?")
 
 
+def _inputs(adapter_dir: Path | str, base_gguf: Path | str) -> tuple[PeftLora, "gguf.GGUFReader", tuple[int, int]]:
+    """The adapter, the base GGUF's reader and its (query, key-value) head counts, checked to fit each other."""
+    lora = read_peft_lora(adapter_dir)
+    reader = _open_base(Path(base_gguf))
+    _check_shapes(lora, reader)
+    return lora, reader, _heads(reader)
+
+
 def _provenance(writer, base_gguf: Path | str) -> None:
     """Which base GGUF and which exporter made the file (checked by nothing; for whoever inspects it)."""
-    writer.add_string("medstudy.base_gguf_sha256", sha256_file(base_gguf))
+    writer.add_string("medstudy.base_gguf_sha256", sha256_file(Path(base_gguf)))
     writer.add_uint32("medstudy.exporter_version", EXPORTER_VERSION)
 
 
@@ -303,11 +311,8 @@ def export_lora_gguf(adapter_dir: Path | str, out_path: Path | str, *, base_gguf
     t0 = time.perf_counter()
     if dtype not in ("f32", "f16"):
         raise GGUFExportError(f"dtype must be f32 or f16, got {dtype!r}")
-    base_gguf, out_path = Path(base_gguf), Path(out_path)
-    lora = read_peft_lora(adapter_dir)
-    reader = _open_base(base_gguf)
-    heads = _heads(reader)
-    _check_shapes(lora, reader)
+    lora, reader, heads = _inputs(adapter_dir, base_gguf)
+    out_path = Path(out_path)
     np_dtype = np.float32 if dtype == "f32" else np.float16
 
     with atomic_path(out_path) as tmp:
@@ -356,11 +361,8 @@ def export_merged_gguf(adapter_dir: Path | str, out_path: Path | str, *, base_gg
     t0 = time.perf_counter()
     if quant not in MERGED_QUANTS:
         raise GGUFExportError(f"quant must be one of {', '.join(MERGED_QUANTS)}, got {quant!r}")
-    base_gguf, out_path = Path(base_gguf), Path(out_path)
-    lora = read_peft_lora(adapter_dir)
-    reader = _open_base(base_gguf)
-    heads = _heads(reader)
-    _check_shapes(lora, reader)
+    lora, reader, heads = _inputs(adapter_dir, base_gguf)
+    out_path = Path(out_path)
     target = {"q8_0": QT.Q8_0, "f16": QT.F16, "f32": QT.F32}[quant]
     file_type = {"q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "f32": gguf.LlamaFileType.ALL_F32}[quant]

@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from app import auth, resources, saving
+from app import auth, resources, saving, tabs
 from core import adapters as adapter_lib
 from core import charts, inference, safety
 from core import runs as runs_lib
@@ -702,17 +702,9 @@ show_flash()
 if st.session_state.pop("admin_preload", False) and st.session_state["admin_preset"] in training.list_presets(settings)[0]:
     _load_preset()
     show_flash()
-train_tab, runs_tab, adapters_tab, compare_tab = st.tabs(["Train", "Runs", "Adapters", "Compare"], key="admin_tab",
-                                                         on_change="rerun")
-if train_tab.open:
-    with train_tab:
-        train_view(training.list_runs(engine))
-if runs_tab.open:
-    with runs_tab:
-        runs_view(training.settled_runs(engine, settings))
-if adapters_tab.open:
-    with adapters_tab:
-        adapters_view()
-if compare_tab.open:
-    with compare_tab:
-        compare_view()
+tabs.show_tabs({
+    "Train": lambda: train_view(training.list_runs(engine)),
+    "Runs": lambda: runs_view(training.settled_runs(engine, settings)),
+    "Adapters": adapters_view,
+    "Compare": compare_view,
+}, key="admin_tab")

@@ -15,7 +15,7 @@ from typing import Any
 import streamlit as st
 from sqlmodel import Session
 
-from app import auth, resources
+from app import auth, resources, tabs
 from core import quiz_text
 from core.quiz import LATE_POLICY_LABELS, PERCENTILE_MIN_PEERS, in_zone, local_to_utc
 from services import StorageError, classes, quiz
@@ -188,13 +188,8 @@ if st.session_state.get("cls_current") not in mine:
     st.session_state["cls_current"] = next(iter(mine))
 class_id = st.selectbox("Class", list(mine), key="cls_current", format_func=lambda i: mine[i].name)
 st.markdown(f"Join code: `{mine[class_id].join_code}` (students enter it on their Quiz page)")
-members_tab, assign_tab, progress_tab = st.tabs(["Students", "Assign", "Progress"], key="cls_tab", on_change="rerun")
-if members_tab.open:
-    with members_tab:
-        members_section(class_id)
-if assign_tab.open:
-    with assign_tab:
-        assign_section(class_id)
-if progress_tab.open:
-    with progress_tab:
-        progress_section(class_id)
+tabs.show_tabs({
+    "Students": lambda: members_section(class_id),
+    "Assign": lambda: assign_section(class_id),
+    "Progress": lambda: progress_section(class_id),
+}, key="cls_tab")

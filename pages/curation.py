@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 from sqlmodel import Session
 
-from app import auth, resources
+from app import auth, resources, tabs
 from core import charts, quiz_text
 from core.quiz import DIFFICULTY_MIN_ANSWERS, difficulty_label
 from core.quiz_bank import OCR_FILTERS, browse
@@ -30,11 +30,7 @@ user = auth.require_role(auth.INSTRUCTOR, auth.ADMIN)
 engine = resources.get_engine()
 
 st.title("Curation")
-try:
-    bank = resources.get_bank()
-except FileNotFoundError as exc:
-    st.warning(f"The question bank is not ready yet. {exc}")
-    st.stop()
+bank = resources.bank_or_stop()
 
 for key, default in (("cur_flash", None), ("cur_import_nonce", 0)):
     st.session_state.setdefault(key, default)
@@ -516,17 +512,9 @@ set_col.selectbox("Quiz set you are working on", [NEW_SET, *sets], key="cur_set"
 current_set = sets.get(st.session_state["cur_set"])
 
 # Stateful tabs: the open tab survives reruns, and only its content runs.
-bank_view, sets_view, import_view, analytics_view = st.tabs(["Bank", "Quiz sets", "Import", "Analytics"],
-                                                            key="cur_tab", on_change="rerun")
-if bank_view.open:
-    with bank_view:
-        bank_tab(catalog, current_set)
-if sets_view.open:
-    with sets_view:
-        sets_tab(catalog, sets, current_matches(catalog))
-if import_view.open:
-    with import_view:
-        import_tab(catalog, current_set)
-if analytics_view.open:
-    with analytics_view:
-        analytics_tab(catalog, current_set)
+tabs.show_tabs({
+    "Bank": lambda: bank_tab(catalog, current_set),
+    "Quiz sets": lambda: sets_tab(catalog, sets, current_matches(catalog)),
+    "Import": lambda: import_tab(catalog, current_set),
+    "Analytics": lambda: analytics_tab(catalog, current_set),
+}, key="cur_tab")

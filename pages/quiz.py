@@ -23,7 +23,7 @@ from typing import Any
 import streamlit as st
 from sqlmodel import Session
 
-from app import auth, references, resources
+from app import auth, references, resources, tabs
 from core import charts, inference, quiz_text, retrieval
 from core.model import ModelError
 from core.quiz import (
@@ -41,11 +41,7 @@ engine = resources.get_engine()
 zone = st.context.timezone or "UTC"
 
 st.title("Quiz")
-try:
-    bank = resources.get_bank()
-except FileNotFoundError as exc:
-    st.warning(f"The question bank is not ready yet. {exc}")
-    st.stop()
+bank = resources.bank_or_stop()
 
 for key, default in (("quiz_attempt", None), ("quiz_flash", None), ("quiz_confirm_submit", False),
                      ("quiz_retry", None), ("quiz_resumed", False)):
@@ -744,17 +740,9 @@ if sitting is not None:
 assigned_section()
 
 # Stateful tabs: the open tab survives reruns (a finished quiz returns to it), and only its content runs.
-published, ad_hoc, due_tab, history_tab = st.tabs(["Published quizzes", "Build your own", "Due for review",
-                                                   "My results"], key="quiz_tab", on_change="rerun")
-if published.open:
-    with published:
-        published_tab()
-if ad_hoc.open:
-    with ad_hoc:
-        ad_hoc_tab(catalog)
-if due_tab.open:
-    with due_tab:
-        review_tab(catalog)
-if history_tab.open:
-    with history_tab:
-        results_tab()
+tabs.show_tabs({
+    "Published quizzes": published_tab,
+    "Build your own": lambda: ad_hoc_tab(catalog),
+    "Due for review": lambda: review_tab(catalog),
+    "My results": results_tab,
+}, key="quiz_tab")

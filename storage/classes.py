@@ -20,7 +20,7 @@ from sqlmodel import Session, col, func, select
 from storage import rows
 from storage.models import (
     LATE_POLICIES, QUIZ_MODES, Assignment, Attempt, AttemptItem, ClassMember, QuizSet, ReviewSettings, StudyClass,
-    User, utcnow,
+    User,
 )
 
 JOIN_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -281,16 +281,3 @@ def first_answers(*, session: Session, item_ids: Iterable[str] | None = None) ->
 
 def get_review_settings(*, session: Session, user_id: int) -> ReviewSettings | None:
     return session.get(ReviewSettings, user_id)
-
-
-def save_review_settings(
-    *, session: Session, user_id: int, desired_retention: float, parameters: list[float] | None,
-    optimised_at: datetime | None = None, reviews_fitted: int | None = None,
-) -> ReviewSettings:
-    row = session.get(ReviewSettings, user_id) or ReviewSettings(user_id=user_id)
-    row.desired_retention = float(desired_retention)
-    row.parameters = None if parameters is None else [float(p) for p in parameters]
-    row.optimised_at = optimised_at
-    row.reviews_fitted = reviews_fitted
-    row.updated_at = utcnow()
-    return rows.save(session, row)

@@ -109,29 +109,11 @@ def baseline_callbacks(cfg: TrainConfig) -> list[Any]:
 
 
 def main(cfg: TrainConfig) -> int:
-    """Train with a validated config; the heavy imports happen here, not at import time.
+    """Train with a validated config, the baseline evaluation of :func:`baseline_callbacks` added; the heavy
+    imports happen here, not at import time. Exits as ``trainer.train.main``."""
+    from trainer import train
 
-    The same exits as ``trainer.train.main`` (0 completed or stopped, 2 config/data/model problem, 130
-    interrupted, 1 crash), with the baseline evaluation of :func:`baseline_callbacks` added.
-    """
-    import traceback
-
-    from core.model import ModelError
-    from trainer.dataset import DataError
-    from trainer.train import train
-
-    try:
-        train(cfg, extra_callbacks=baseline_callbacks(cfg))
-    except (ConfigError, DataError, ModelError) as exc:
-        print(f"[trainer] error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        print("[trainer] aborted without saving", file=sys.stderr, flush=True)
-        return 130
-    except Exception:
-        traceback.print_exc()
-        return 1
-    return 0
+    return train.main(cfg, extra_callbacks=baseline_callbacks(cfg))
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -36,7 +36,6 @@ non-zero with the differences when they do not match ``eval.json``.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import math
@@ -851,14 +850,12 @@ def write_report(report: dict[str, Any], output: Path) -> None:
 
 
 def read_samples(folder: Path) -> list[dict[str, Any]]:
-    """The sample lines of an evaluation folder (``eval_samples.jsonl``, else ``eval_samples.jsonl.gz``)."""
-    plain, packed = folder / SAMPLES_FILE, folder / f"{SAMPLES_FILE}.gz"
-    if plain.is_file():
-        text = plain.read_text(encoding="utf-8")
-    elif packed.is_file():
-        with gzip.open(packed, "rt", encoding="utf-8") as fh:
-            text = fh.read()
-    else:
+    """The sample lines of an evaluation folder (``eval_samples.jsonl``, else ``eval_samples.jsonl.gz``); a
+    missing file or a line that is not JSON is a :class:`DataError` (recomputing needs every line)."""
+    from trainer.launch import eval_samples_text
+
+    text = eval_samples_text(folder)
+    if text is None:
         raise DataError(f"no {SAMPLES_FILE} or {SAMPLES_FILE}.gz in {folder}")
     try:
         return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -760,24 +760,29 @@ def calibrate(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def read_eval_samples(folder: Path) -> list[dict[str, Any]]:
-    """The per-item lines of an evaluation folder (``eval_samples.jsonl``, else ``.jsonl.gz``, as
-    ``python -m trainer.evaluate`` writes them); [] when there are none. Unreadable lines are skipped."""
+def eval_samples_text(folder: Path) -> str | None:
+    """The text of an evaluation folder's per-item lines (``eval_samples.jsonl``, else ``.jsonl.gz``, as
+    ``python -m trainer.evaluate`` writes them); None when there are none. OSError etc. propagate."""
     import gzip
 
     plain, packed = Path(folder) / "eval_samples.jsonl", Path(folder) / "eval_samples.jsonl.gz"
+    if plain.is_file():
+        return plain.read_text(encoding="utf-8")
+    if packed.is_file():
+        with gzip.open(packed, "rt", encoding="utf-8") as fh:
+            return fh.read()
+    return None
+
+
+def read_eval_samples(folder: Path) -> list[dict[str, Any]]:
+    """The per-item lines of an evaluation folder, for showing; [] when there are none or they cannot be
+    read, and unreadable lines are skipped (``trainer.evaluate.read_samples`` is the strict reader)."""
     try:
-        if plain.is_file():
-            text = plain.read_text(encoding="utf-8")
-        elif packed.is_file():
-            with gzip.open(packed, "rt", encoding="utf-8") as fh:
-                text = fh.read()
-        else:
-            return []
+        text = eval_samples_text(folder)
     except (OSError, EOFError, UnicodeDecodeError):
         return []
     out = []
-    for line in text.splitlines():
+    for line in (text or "").splitlines():
         try:
             item = json.loads(line)
         except ValueError:

@@ -445,10 +445,12 @@ def _ckpt_step(ckpt: Path | None) -> int:
     return checkpoint_step(ckpt) or 0
 
 
-def main(cfg: TrainConfig) -> int:
-    """Run :func:`train`; print a clear message instead of a traceback for config/data/model problems."""
+def main(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> int:
+    """Run :func:`train` (with ``extra_callbacks``); print a clear message instead of a traceback for
+    config/data/model problems. Exits: 0 completed or stopped, 2 config/data/model problem, 130
+    interrupted, 1 crash."""
     try:
-        train(cfg)
+        train(cfg, extra_callbacks=extra_callbacks)
     except (ConfigError, DataError, ModelError) as exc:
         print(f"[trainer] error: {exc}", file=sys.stderr, flush=True)
         return 2

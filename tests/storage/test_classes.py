@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session, func, select
 
-from storage import accounts, attempts, classes, quizzes
+from storage import accounts, attempts, classes, quizzes, reviews
 from storage.classes import ClassError
 from storage.models import Assignment, ClassMember, StudyClass
 
@@ -127,8 +127,11 @@ def test_first_answers_count_each_users_earliest_graded_answer(session: Session,
 def test_review_settings_round_trip(session: Session, make_user) -> None:
     ann = make_user("ann")
     assert classes.get_review_settings(session=session, user_id=ann.id) is None
-    row = classes.save_review_settings(session=session, user_id=ann.id, desired_retention=0.8, parameters=[0.1] * 21,
-                                       optimised_at=NOW, reviews_fitted=600)
+    reviews.save_schedule(session=session, user_id=ann.id, desired_retention=0.8, parameters=[0.1] * 21,
+                          optimised_at=NOW, reviews_fitted=600, cards={})
+    row = classes.get_review_settings(session=session, user_id=ann.id)
     assert (row.desired_retention, row.parameters[0], row.optimised_at, row.reviews_fitted) == (0.8, 0.1, NOW, 600)
-    row = classes.save_review_settings(session=session, user_id=ann.id, desired_retention=0.95, parameters=None)
+    reviews.save_schedule(session=session, user_id=ann.id, desired_retention=0.95, parameters=None,
+                          optimised_at=None, reviews_fitted=None, cards={})
+    row = classes.get_review_settings(session=session, user_id=ann.id)
     assert row.parameters is None and row.desired_retention == 0.95
