@@ -9,11 +9,13 @@ raised as usual.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import streamlit as st
+from sqlmodel import Session
 
 from storage.errors import StorageError, storage_error_from
 
@@ -52,3 +54,26 @@ def saving(what: str, *, show: bool = True) -> Iterator[SaveOutcome]:
         outcome.error = problem
         if show:
             st.error(problem.user_message(what), icon=":material/sd_card_alert:")
+
+
+def attempt(
+    engine: Any,
+    action: Callable[..., Any],
+    *,
+    what: str,
+    refusals: tuple[type[Exception], ...],
+    on_error: Callable[[str], None],
+    describe: Callable[[Exception], str] = str,
+    **kwargs: Any,
+) -> tuple[bool, Any]:
+    """Run ``action(session=..., **kwargs)`` in a session of its own: ``(True, result)``; or ``(False, None)``
+    after ``on_error`` got the message: "Could not save <what>: …" for a failed write, ``describe(exc)`` for
+    one of the ``refusals`` (the domain's "no, because…"). Nothing is half-written either way."""
+    try:
+        with Session(engine) as session:
+            return True, action(session=session, **kwargs)
+    except StorageError as exc:
+        on_error(exc.user_message(what))
+    except refusals as exc:
+        on_error(describe(exc))
+    return False, None

@@ -15,10 +15,10 @@ from typing import Any
 import streamlit as st
 from sqlmodel import Session
 
-from app import auth, resources, tabs
+from app import auth, resources, saving, tabs
 from core import quiz_text
 from core.quiz import LATE_POLICY_LABELS, PERCENTILE_MIN_PEERS, in_zone, local_to_utc
-from services import StorageError, classes, quiz
+from services import classes, quiz
 from services.classes import STATUS_LABELS, ClassError
 
 user = auth.require_role(auth.INSTRUCTOR, auth.ADMIN)
@@ -37,16 +37,10 @@ def flash(kind: str, message: str) -> None:
 
 def act(action: Callable[..., Any], success: str | Callable[[Any], str], **kwargs: Any) -> Any:
     """One change in its own session; a refusal or a failed write becomes a message (nothing half-written)."""
-    try:
-        with Session(engine) as session:
-            result = action(session=session, viewer=user, **kwargs)
-    except StorageError as exc:
-        flash("error", exc.user_message("the change"))
-        return None
-    except ClassError as exc:
-        flash("error", str(exc))
-        return None
-    flash("success", success(result) if callable(success) else success)
+    ok, result = saving.attempt(engine, action, what="the change", refusals=(ClassError,),
+                                on_error=lambda message: flash("error", message), viewer=user, **kwargs)
+    if ok:
+        flash("success", success(result) if callable(success) else success)
     return result
 
 

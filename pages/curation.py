@@ -16,14 +16,14 @@ from typing import Any
 import streamlit as st
 from sqlmodel import Session
 
-from app import auth, resources, tabs
+from app import auth, resources, saving, tabs
 from core import charts, quiz_text
 from core.quiz import DIFFICULTY_MIN_ANSWERS, difficulty_label
 from core.quiz_bank import OCR_FILTERS, browse
 from core.quiz_catalog import Catalog
 from core.quiz_import import parse_import
 from core.records import Record
-from services import StorageError, curation
+from services import curation
 from services.curation import OverrideError, QuizError
 
 user = auth.require_role(auth.INSTRUCTOR, auth.ADMIN)
@@ -55,20 +55,15 @@ def act(action: Callable[..., Any], success: str | Callable[[Any], str], **kwarg
 
     Returns None when nothing was saved; the form keeps what was typed.
     """
-    try:
-        with Session(engine) as session:
-            out = action(session=session, **kwargs)
-    except StorageError as exc:
-        flash("error", exc.user_message("the change"))
-        return None
-    except OverrideError as exc:
-        flash("error", "Not saved: " + "; ".join(exc.problems) + ".")
-        return None
-    except QuizError as exc:
-        flash("error", str(exc))
-        return None
-    flash("success", success(out) if callable(success) else success)
+    ok, out = saving.attempt(engine, action, what="the change", refusals=(OverrideError, QuizError),
+                             on_error=lambda message: flash("error", message), describe=_refusal, **kwargs)
+    if ok:
+        flash("success", success(out) if callable(success) else success)
     return out
+
+
+def _refusal(exc: Exception) -> str:
+    return "Not saved: " + "; ".join(exc.problems) + "." if isinstance(exc, OverrideError) else str(exc)
 
 
 # -- quiz-set settings ------------------------------------------------------------------------------------------

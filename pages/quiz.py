@@ -23,7 +23,7 @@ from typing import Any
 import streamlit as st
 from sqlmodel import Session
 
-from app import auth, references, resources, tabs
+from app import auth, references, resources, saving, tabs
 from core import charts, inference, quiz_text, retrieval
 from core.model import ModelError
 from core.quiz import (
@@ -127,14 +127,9 @@ def start_assignment(assignment_id: int) -> None:
 
 def join_class() -> None:
     code = st.session_state.get("quiz_join_code", "")
-    try:
-        with Session(engine) as session:
-            joined = classes.join_class(session=session, user_id=user.id, join_code=code)
-    except StorageError as exc:
-        flash("error", exc.user_message("your enrolment"))
-        return
-    except ClassError as exc:
-        flash("error", str(exc))
+    ok, joined = saving.attempt(engine, classes.join_class, what="your enrolment", refusals=(ClassError,),
+                                on_error=lambda message: flash("error", message), user_id=user.id, join_code=code)
+    if not ok:
         return
     st.session_state["quiz_join_code"] = ""
     flash("success", f"You joined {joined.name}.")
@@ -142,15 +137,10 @@ def join_class() -> None:
 
 def save_retention() -> None:
     retention = float(st.session_state.get("quiz_retention", 0.9))
-    try:
-        with Session(engine) as session:
-            change = review.save_retention(session=session, user_id=user.id, desired_retention=retention,
-                                           now=quiz.current_time())
-    except StorageError as exc:
-        flash("error", exc.user_message("your schedule"))
-        return
-    except ValueError as exc:
-        flash("error", str(exc))
+    ok, change = saving.attempt(engine, review.save_retention, what="your schedule", refusals=(ValueError,),
+                                on_error=lambda message: flash("error", message), user_id=user.id,
+                                desired_retention=retention, now=quiz.current_time())
+    if not ok:
         return
     flash("success", f"Desired retention set to {retention:.2f}. Reviews due in the next {WORKLOAD_DAYS} days: "
                      f"{change.before} before, {change.after} now.")
