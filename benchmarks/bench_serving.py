@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
             return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
 
         print()
-        print(f"| setup | concurrent | aggregate tok/s | TTFT p50 s | TTFT p95 s | done p95 s | last done s |")
+        print("| setup | concurrent | aggregate tok/s | TTFT p50 s | TTFT p95 s | done p95 s | last done s |")
         print("|---|---|---|---|---|---|---|")
         for (setup, n), rounds in cells.items():
             print(f"| {setup} | {n} | " + " | ".join(med([c[k] for c in rounds]) for k in

@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.atomic import atomic_path
 from core.model import EMBEDDED_BASE_ID, ModelError, find_embedded_gguf, read_adapter_card, sha256_file
@@ -275,7 +275,7 @@ def _check_shapes(lora: PeftLora, reader) -> None:
                                           f"weight is ({out}x{inp}); trained on another base?")
 
 
-def _inputs(adapter_dir: Path | str, base_gguf: Path | str) -> tuple[PeftLora, "gguf.GGUFReader", tuple[int, int]]:
+def _inputs(adapter_dir: Path | str, base_gguf: Path | str) -> tuple[PeftLora, Any, tuple[int, int]]:
     """The adapter, the base GGUF's reader and its (query, key-value) head counts, checked to fit each other."""
     lora = read_peft_lora(adapter_dir)
     reader = _open_base(Path(base_gguf))

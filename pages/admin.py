@@ -21,7 +21,6 @@ from core import charts, inference, safety
 from core import runs as runs_lib
 from core.metrics import read_metrics
 from core.model import ModelError
-from core.settings import PROJECT_ROOT
 from services import training
 from services.training import AdapterRecord, DatasetPlan, Job, LaunchError, TrainingRun
 from trainer.config import (

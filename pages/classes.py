@@ -9,7 +9,7 @@ time zone and stored in UTC. Usernames and titles are shown escaped, never as HT
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import streamlit as st
