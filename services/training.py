@@ -561,7 +561,7 @@ def settings_diff(run: TrainingRun) -> tuple[str, dict[str, tuple[Any, Any]]]:
 
 THROUGHPUT_FIELDS = ("model_name", "device", "quantization", "precision", "base_dtype", "fp32_upcast",
                      "attn_implementation", "liger", "torch_compile", "lora_r", "lora_target_modules", "batch_size",
-                     "max_seq_len", "packing", "group_by_length", "optim", "gradient_checkpointing")
+                     "max_seq_len", "packing", "padding_free", "group_by_length", "optim", "gradient_checkpointing")
 """Settings that change tokens per second: a measurement is reused only for a config equal in all of them."""
 
 

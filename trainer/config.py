@@ -69,11 +69,12 @@ class TrainConfig:
                           "CUDA (they keep the compute dtype, as in the bf16 fast mode: no cast of every projection "
                           "input, no fp32 residual stream, a bf16 output head), on otherwise (fp16 needs it).",
                           choices=(AUTO, "true", "false"))
-    attn_implementation: str = _f(AUTO, "Attention kernel: auto (flex_attention for packing on CUDA, sdpa "
-                                  "otherwise), sdpa, eager, flash_attention_2 (needs the flash-attn package), "
-                                  "flex_attention (torch's block-sparse FlexAttention, CUDA only "
+    attn_implementation: str = _f(AUTO, "Attention kernel: auto (torch_varlen for padding-free batches on CUDA, "
+                                  "sdpa otherwise), sdpa, eager, torch_varlen (the FlashAttention-2 varlen kernel "
+                                  "built into torch: padding-free batches, CUDA only), flash_attention_2 (needs the "
+                                  "flash-attn package), flex_attention (torch's block-sparse FlexAttention, CUDA only "
                                   "for training: torch has no FlexAttention backward on CPU).",
-                                  choices=(AUTO, "sdpa", "eager", "flash_attention_2", "flex_attention"))
+                                  choices=(AUTO, "sdpa", "eager", "torch_varlen", "flash_attention_2", "flex_attention"))
     liger: str = _f(AUTO, "Liger kernels (RoPE, RMSNorm, SwiGLU): auto (on with CUDA when liger-kernel is "
                     "installed), on, off.", choices=(AUTO, "on", "off"))
     torch_compile: str = _f(AUTO, "Compile the training step with torch.compile (the first steps pay for compiling): "
@@ -105,6 +106,10 @@ class TrainConfig:
                        "packed examples from attending to each other with every attention kernel (flex_attention: "
                        "block-sparse, the fast path on CUDA; sdpa/eager: a dense mask over the whole row, correct "
                        "but quadratic in the batch's tokens; flash_attention_2: varlen).")
+    padding_free: str = _f(AUTO, "Flatten each micro-batch into one row without padding (the same examples per "
+                           "step, so the same training; only padding tokens are no longer computed), example "
+                           "boundaries passed to the attention kernel. auto: on with packing, off otherwise; "
+                           "true, false (packing always needs it).", choices=(AUTO, "true", "false"))
     # -- optimisation --------------------------------------------------------------------------
     num_epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0).")
     max_steps: int = _f(-1, "Stop after this many optimiser steps (-1: use num_epochs).")
@@ -268,6 +273,10 @@ def validate(cfg: TrainConfig, *, check_files: bool = True) -> list[str]:
         problems.append("precision: fp16 autocast is not supported on CPU; use bf16 or fp32")
     if cfg.device == "cpu" and cfg.attn_implementation == "flash_attention_2":
         problems.append("attn_implementation: flash_attention_2 needs CUDA")
+    if cfg.device == "cpu" and cfg.attn_implementation == "torch_varlen":
+        problems.append("attn_implementation: torch_varlen is a CUDA kernel (FlashAttention); use sdpa on CPU")
+    if cfg.packing and cfg.padding_free == "false":
+        problems.append("padding_free: packing needs it (a packed row holds several examples); use auto or true")
     for target in [x.strip().lower() for x in cfg.report_to.split(",") if x.strip()]:
         if target == "none":
             continue
@@ -426,6 +435,7 @@ FIELD_LABELS: dict[str, str] = {
     "eval_file": "Validation data file", "references_fraction": "Share of examples with references",
     "references_index": "References index folder", "max_seq_len": "Longest example (tokens)",
     "group_by_length": "Batch similar lengths together", "packing": "Pack examples into one row",
+    "padding_free": "Batches without padding",
     "num_epochs": "Passes over the data (epochs)", "max_steps": "Stop after this many steps (-1: use epochs)",
     "batch_size": "Examples per micro-batch", "gradient_accumulation_steps": "Micro-batches per step",
     "learning_rate": "Learning rate", "lr_scheduler_type": "Learning-rate schedule", "warmup_ratio": "Warm-up share",

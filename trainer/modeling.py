@@ -36,6 +36,7 @@ from core.model import (
     sha256_file,
 )
 from core.settings import Settings, SettingsError, load_settings
+from trainer import attention
 from trainer.config import AUTO, ConfigError, TrainConfig
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ class Runtime:
     attn_implementation: str
     group_by_length: bool = False
     """Length-grouped batches (less padding)."""
+    padding_free: bool = False
+    """Each micro-batch flattened into one row without padding (always with packing)."""
     torch_compile: bool = False
     """The training step compiled with torch.compile (SFTConfig ``torch_compile``)."""
     fp32_upcast: bool = False
@@ -151,14 +154,31 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         if liger and device != "cuda":
             problems.append("liger: Liger kernels need CUDA (Triton); use off or auto on CPU")
 
-    group_by_length = cuda if cfg.group_by_length == AUTO else cfg.group_by_length == "true"
+    padding_free = cfg.packing or cfg.padding_free == "true"
+    # Without padding there is nothing for length grouping to save.
+    group_by_length = cuda and not padding_free if cfg.group_by_length == AUTO else cfg.group_by_length == "true"
 
+    varlen_missing = attention.unavailable_reason()
     if cfg.attn_implementation == AUTO:
-        # Packed rows need a per-example mask: FlexAttention keeps it block-sparse on CUDA, where SDPA would
-        # get a dense mask quadratic in the batch's total tokens.
-        attn = "flex_attention" if cfg.packing and cuda else "sdpa"
+        # A padding-free row holds several examples: the varlen kernel takes their boundaries as they are, where
+        # SDPA would need a dense mask quadratic in the row's tokens and FlexAttention compiles its kernel per
+        # shape (minutes, cold). FlexAttention stays the fallback for a torch without the varlen kernel.
+        if padding_free and cuda:
+            attn = "flex_attention" if varlen_missing else attention.NAME
+        else:
+            attn = "sdpa"
     else:
         attn = cfg.attn_implementation
+    if attn == attention.NAME:
+        if device == "cuda" and varlen_missing:
+            problems.append(f"attn_implementation: torch_varlen cannot run here: {varlen_missing}")
+        if device == "cpu" and cfg.device != "cpu":  # device cpu: the config said so already
+            problems.append("attn_implementation: torch_varlen is a CUDA kernel (FlashAttention); use sdpa on CPU")
+        if not padding_free:
+            problems.append("attn_implementation: torch_varlen needs padding-free batches (padding_free true or "
+                            "packing true)")
+        if precision == "fp32":
+            problems.append("attn_implementation: torch_varlen (FlashAttention) needs bf16 or fp16 precision")
     if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         problems.append("attn_implementation: flash_attention_2 needs the flash-attn package")
     if attn == "flex_attention" and device == "cpu" and cfg.device != "cpu":  # device cpu: the config said so already
@@ -183,7 +203,7 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         raise ConfigError(problems)
     name = torch.cuda.get_device_name(0) if cuda else cpu_name()
     return Runtime(device, name, quantization, precision, base_dtype, optim, gc, liger, attn, group_by_length,
-                   torch_compile, fp32_upcast)
+                   padding_free, torch_compile, fp32_upcast)
 
 
 COMPILE_MIN_STEPS = 200
@@ -280,6 +300,8 @@ def load_training_model(
     if not getattr(tokenizer, "chat_template", None):
         raise ModelError(f"The tokenizer of {base.identity} has no chat template; the trainer needs one "
                          "(use an instruction-tuned base model).")
+    if rt.attn_implementation == attention.NAME:
+        attention.register()  # transformers must know the name before from_pretrained checks it
     kwargs: dict[str, Any] = {"attn_implementation": rt.attn_implementation}
     if rt.device == "cuda":
         # Under torchrun each process owns GPU LOCAL_RANK: load there (the Trainer would only set it later, and

@@ -170,12 +170,15 @@ def _sft_config(cfg: TrainConfig, rt: Any, run_dir: Path, *, has_eval: bool) -> 
         data_seed=cfg.seed,
         train_sampling_strategy="group_by_length" if rt.group_by_length else "random",
         report_to=targets or "none",
-        max_length=cfg.max_seq_len,
-        # Packing: best-fit rows of max_seq_len, flattened padding-free into one row per batch with position ids
-        # restarting at every example; transformers turns those restarts into a per-example causal mask.
+        # Padding-free without packing: TRL refuses a max_length it would not enforce; drop_overlong already left
+        # out every example longer than max_seq_len.
+        max_length=cfg.max_seq_len if cfg.packing or not rt.padding_free else None,
+        # Packing: best-fit rows of max_seq_len. Padding-free (always with packing): each batch flattened into one
+        # row, position ids restarting at every example and the boundaries (cu_seq_lens) handed to the attention
+        # kernel; transformers turns the restarts into a per-example causal mask for sdpa and flex_attention.
         packing=cfg.packing,
         packing_strategy="bfd",
-        padding_free=cfg.packing,
+        padding_free=rt.padding_free,
         torch_compile=rt.torch_compile,
         completion_only_loss=True,  # loss on the assistant's completion only, never on the prompt
         dataloader_num_workers=0,
@@ -310,7 +313,7 @@ def _train(
         f"base weights {rt.base_dtype}"
         + (f" (unquantised weights in {'fp32' if rt.fp32_upcast else rt.precision})" if rt.quantization == "nf4" else "")
         + f", optimiser {rt.optim}, gradient checkpointing {rt.gradient_checkpointing}, liger {rt.liger}, "
-        f"attention {rt.attn_implementation}, torch.compile {rt.torch_compile}")
+        f"attention {rt.attn_implementation}, padding-free {rt.padding_free}, torch.compile {rt.torch_compile}")
     trainable, total = count_parameters(model)
     pct = 100.0 * trainable / total if total else 0.0
     log(f"trainable params: {trainable:,} of {total:,} ({pct:.2f}%) -- LoRA r={cfg.lora_r} on "

@@ -6,6 +6,7 @@
 #   bash scripts/gpu/bench.sh ddp          # on nvidia-h100-x2: 1 process vs 2 DDP processes, same recipe
 #   bash scripts/gpu/bench.sh sweep        # on nvidia-h100-x2: two recipe lists at once, one per GPU
 #   bash scripts/gpu/bench.sh gputests     # the CUDA tests (pytest -m gpu: the trainer and the compiled decoder step)
+#   bash scripts/gpu/bench.sh seedjob      # the seed-size job end to end (benchmarks/seed_job.py): RECIPE, ARCH, JOB_S
 #
 # .gpu/bench holds the extra Python packages (site.tar.xz: trl, datasets, bitsandbytes with its CUDA 13
 # kernels, liger-kernel, ...), the prepared data (data.tar.xz of .work/data) and the embedded model's
@@ -15,13 +16,15 @@
 # PROFILE=all or a recipe list (training, sweep: --profile, where two steady steps' time goes);
 # sweep: RECIPES0 / ARCHS0 (GPU 0) and RECIPES1 / ARCHS1 (GPU 1), with STEPS, TRAIN_S, TRAIN_BUDGET_S; TESTS_S.
 set -uo pipefail
-what=${1:?training, ddp, sweep, gputests or generation}
+what=${1:?training, ddp, sweep, gputests, seedjob or generation}
 B=${BENCH_DIR:-.gpu/bench}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 [ -d /tmp/site/trl ] || tar -C /tmp -xJf "$B/site.tar.xz"
 [ -f .work/data/train.jsonl ] || { mkdir -p .work && tar -C .work -xJf "$B/data.tar.xz"; }
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+# bm25s imports JAX when present, and JAX would take 75% of the GPU's memory up front (train_shipped.sh).
+export JAX_PLATFORMS=cpu XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/gpu-$what.txt" 2>&1
 cat "$OUT/gpu-$what.txt"
 case "$what" in
@@ -72,6 +75,12 @@ case "$what" in
     echo "pytest -m gpu exit $?"
     tail -40 "$OUT/gputests.out"
     ;;
+  seedjob)  # command -> saved adapter for the seed's 5.88 M tokens (issue 21 target: <= 3 min on one H100)
+    timeout "${JOB_S:-420}" python3 -m benchmarks.seed_job --tokenizer "$B/tok" --scratch /tmp/seed-job \
+      --recipe "${RECIPE:-ours-bf16-pf}" --arch "${ARCH:-llama-1b}" --out "$OUT/seedjob" > "$OUT/seedjob.out" 2>&1
+    echo "seed_job exit $?"
+    grep -v '^\[trainer\]\|^{' "$OUT/seedjob.out" | tail -20
+    ;;
   generation)
     timeout "${GEN_S:-75}" python3 -m benchmarks.bench_generation --device cuda --runs "${RUNS:-3}" \
       --tokenizer "$B/tok" > "$OUT/generation.out" 2> "$OUT/generation.err"
@@ -80,5 +89,5 @@ case "$what" in
     grep -v '^# ' "$OUT/generation.err" | tail -15
     cat "$OUT/generation.out"
     ;;
-  *) echo "unknown: $what (training, ddp, sweep, gputests or generation)" >&2; exit 2 ;;
+  *) echo "unknown: $what (training, ddp, sweep, gputests, seedjob or generation)" >&2; exit 2 ;;
 esac

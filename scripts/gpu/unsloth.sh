@@ -9,7 +9,7 @@
 #
 # Everything comes back in at most 8 files: the tables (training.out), the GPU, and one archive of every run's
 # metrics.jsonl, child logs and stderr (training.tar.gz). Environment: STEPS (16), RECIPES, ARCHS (llama-1b),
-# TRAIN_S (hard timeout, 540), TRAIN_BUDGET_S (no new recipe after, 450), UNSLOTH_S (one Unsloth child, 300);
+# TRAIN_S (hard timeout, 540), TRAIN_BUDGET_S (no new recipe after, 450), UNSLOTH_S (one Unsloth child, 300), PROFILE (recipes to profile);
 # fa4: FA4_S (300), FA4_IMPLS (the model check's attn_implementation list, e.g. flash_attention_4).
 set -uo pipefail
 what=${1:?bench, fa4a or fa4}
@@ -32,7 +32,7 @@ case "$what" in
     rm -rf "$res" && mkdir -p "$res"
     timeout -k 20 "${TRAIN_S:-540}" python3 -m benchmarks.bench_training --tokenizer "$B/tok" --scratch /tmp/bench \
       --steps "${STEPS:-16}" --budget-s "${TRAIN_BUDGET_S:-450}" --out "$res" --unsloth-site /tmp/site-unsloth \
-      --unsloth-timeout-s "${UNSLOTH_S:-300}" --archs "${ARCHS:-llama-1b}" \
+      --unsloth-timeout-s "${UNSLOTH_S:-300}" --archs "${ARCHS:-llama-1b}" ${PROFILE:+--profile "$PROFILE"} \
       --recipes "${RECIPES:-seed,unsloth-nf4,unsloth-bf16,ours-nf4-fast,ours-bf16-compile}" \
       > "$OUT/training.out" 2> "$res/training.err"
     echo "bench_training exit $?"

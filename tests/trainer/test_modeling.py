@@ -120,12 +120,35 @@ def test_fp32_upcast_auto_is_off_only_for_nf4_with_bf16_on_cuda(monkeypatch):
     assert rt.precision == "fp16" and rt.fp32_upcast is True
 
 
-def test_attention_auto_is_flex_for_packing_on_cuda_only(monkeypatch):
-    assert resolve_runtime(TrainConfig(device="cpu", packing=True)).attn_implementation == "sdpa"
+def test_attention_auto_is_varlen_for_padding_free_batches_on_cuda_only(monkeypatch):
+    from trainer import attention
+
+    cpu = resolve_runtime(TrainConfig(device="cpu", packing=True))
+    assert cpu.attn_implementation == "sdpa" and cpu.padding_free is True
     _fake_cuda(monkeypatch)
-    assert resolve_runtime(TrainConfig(device="cuda", packing=True)).attn_implementation == "flex_attention"
-    assert resolve_runtime(TrainConfig(device="cuda")).attn_implementation == "sdpa"
+    monkeypatch.setattr(attention, "unavailable_reason", lambda: None)
+    for cfg in (TrainConfig(device="cuda", packing=True), TrainConfig(device="cuda", padding_free="true")):
+        rt = resolve_runtime(cfg)
+        assert (rt.attn_implementation, rt.padding_free, rt.group_by_length) == ("torch_varlen", True, False)
+    padded = resolve_runtime(TrainConfig(device="cuda"))
+    assert (padded.attn_implementation, padded.padding_free, padded.group_by_length) == ("sdpa", False, True)
     assert resolve_runtime(TrainConfig(device="cuda", packing=True, attn_implementation="sdpa")).attn_implementation == "sdpa"
+    # A torch without the kernel: FlexAttention for auto, a clear refusal when asked for by name.
+    monkeypatch.setattr(attention, "unavailable_reason", lambda: "torch 2.8 has no torch.nn.attention.varlen")
+    assert resolve_runtime(TrainConfig(device="cuda", packing=True)).attn_implementation == "flex_attention"
+    with pytest.raises(ConfigError, match="torch_varlen cannot run here: torch 2.8"):
+        resolve_runtime(TrainConfig(device="cuda", packing=True, attn_implementation="torch_varlen"))
+
+
+def test_torch_varlen_is_refused_without_padding_free_batches_or_in_fp32(monkeypatch):
+    from trainer import attention
+
+    _fake_cuda(monkeypatch)
+    monkeypatch.setattr(attention, "unavailable_reason", lambda: None)
+    with pytest.raises(ConfigError) as info:
+        resolve_runtime(TrainConfig(device="cuda", attn_implementation="torch_varlen", precision="fp32"))
+    text = str(info.value)
+    assert "torch_varlen needs padding-free batches" in text and "needs bf16 or fp16" in text
 
 
 def test_nf4_without_upcast_keeps_the_compute_dtype_and_still_trains(tiny_model_dir):
