@@ -153,6 +153,11 @@ RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
                      "group_by_length": "false"},
                     "+15-30% steady over ours-nf4-fast (no padding tokens, no mask; the 2026-11-27 packed NF4 run "
                     "reached 30.7 k eager); ≥ unsloth-nf4 over 48 steps; validation loss within ±0.01 of unsloth-nf4"),
+    "ours-nf4-ref": ("reference: NF4 QLoRA, checkpointing, LoRA dropout 0, eager, padded batches in random order (the "
+                     "batches of ours-nf4-pf, with padding, no compile): the validation-loss check for padding-free",
+                     {**NF4, "lora_dropout": 0.0, "torch_compile": "false", "padding_free": "false",
+                      "group_by_length": "false"},
+                     "validation loss within ±0.01 of ours-nf4-pf (the same examples per step); ≈ 15-20 k steady"),
     "ours-bf16-pf": ("ours: bf16 LoRA, LoRA dropout 0, compiled, padding-free batches with the varlen kernel (the same "
                      "examples per step as unsloth-bf16)",
                      {**BF16, "lora_dropout": 0.0, "torch_compile": "true", "padding_free": "true",

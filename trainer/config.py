@@ -108,8 +108,9 @@ class TrainConfig:
                        "but quadratic in the batch's tokens; flash_attention_2: varlen).")
     padding_free: str = _f(AUTO, "Flatten each micro-batch into one row without padding (the same examples per "
                            "step, so the same training; only padding tokens are no longer computed), example "
-                           "boundaries passed to the attention kernel. auto: on with packing, off otherwise; "
-                           "true, false (packing always needs it).", choices=(AUTO, "true", "false"))
+                           "boundaries passed to the attention kernel. auto: on with packing, and on CUDA when torch has "
+                           "the varlen FlashAttention kernel (measured faster, docs/BENCHMARKS.md); true, false "
+                           "(packing always needs it).", choices=(AUTO, "true", "false"))
     # -- optimisation --------------------------------------------------------------------------
     num_epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0).")
     max_steps: int = _f(-1, "Stop after this many optimiser steps (-1: use num_epochs).")

@@ -154,11 +154,15 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         if liger and device != "cuda":
             problems.append("liger: Liger kernels need CUDA (Triton); use off or auto on CPU")
 
-    padding_free = cfg.packing or cfg.padding_free == "true"
+    varlen_missing = attention.unavailable_reason()
+    if cfg.padding_free == AUTO:
+        # Measured on an H100 (docs/BENCHMARKS.md, issue 21): padding-free batches with the varlen kernel trained
+        # NF4 at 1.7x and bf16 at 1.1x the padded compiled recipes, the same examples per step.
+        padding_free = cfg.packing or (cuda and varlen_missing is None)
+    else:
+        padding_free = cfg.packing or cfg.padding_free == "true"
     # Without padding there is nothing for length grouping to save.
     group_by_length = cuda and not padding_free if cfg.group_by_length == AUTO else cfg.group_by_length == "true"
-
-    varlen_missing = attention.unavailable_reason()
     if cfg.attn_implementation == AUTO:
         # A padding-free row holds several examples: the varlen kernel takes their boundaries as they are, where
         # SDPA would need a dense mask quadratic in the row's tokens and FlexAttention compiles its kernel per

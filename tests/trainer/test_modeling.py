@@ -130,11 +130,15 @@ def test_attention_auto_is_varlen_for_padding_free_batches_on_cuda_only(monkeypa
     for cfg in (TrainConfig(device="cuda", packing=True), TrainConfig(device="cuda", padding_free="true")):
         rt = resolve_runtime(cfg)
         assert (rt.attn_implementation, rt.padding_free, rt.group_by_length) == ("torch_varlen", True, False)
-    padded = resolve_runtime(TrainConfig(device="cuda"))
+    # auto on CUDA with the kernel: padding-free by default; padded batches only when asked for.
+    default = resolve_runtime(TrainConfig(device="cuda"))
+    assert (default.attn_implementation, default.padding_free, default.group_by_length) == ("torch_varlen", True, False)
+    padded = resolve_runtime(TrainConfig(device="cuda", padding_free="false"))
     assert (padded.attn_implementation, padded.padding_free, padded.group_by_length) == ("sdpa", False, True)
     assert resolve_runtime(TrainConfig(device="cuda", packing=True, attn_implementation="sdpa")).attn_implementation == "sdpa"
-    # A torch without the kernel: FlexAttention for auto, a clear refusal when asked for by name.
+    # A torch without the kernel: padded batches by default, FlexAttention for packing, a refusal by name.
     monkeypatch.setattr(attention, "unavailable_reason", lambda: "torch 2.8 has no torch.nn.attention.varlen")
+    assert resolve_runtime(TrainConfig(device="cuda")).padding_free is False
     assert resolve_runtime(TrainConfig(device="cuda", packing=True)).attn_implementation == "flex_attention"
     with pytest.raises(ConfigError, match="torch_varlen cannot run here: torch 2.8"):
         resolve_runtime(TrainConfig(device="cuda", packing=True, attn_implementation="torch_varlen"))
@@ -146,7 +150,8 @@ def test_torch_varlen_is_refused_without_padding_free_batches_or_in_fp32(monkeyp
     _fake_cuda(monkeypatch)
     monkeypatch.setattr(attention, "unavailable_reason", lambda: None)
     with pytest.raises(ConfigError) as info:
-        resolve_runtime(TrainConfig(device="cuda", attn_implementation="torch_varlen", precision="fp32"))
+        resolve_runtime(TrainConfig(device="cuda", attn_implementation="torch_varlen", precision="fp32",
+                                    padding_free="false"))
     text = str(info.value)
     assert "torch_varlen needs padding-free batches" in text and "needs bf16 or fp16" in text
 
@@ -233,7 +238,8 @@ def test_embedded_smollm2_trainable_parameters():
 @pytest.mark.gpu
 @cuda
 def test_nf4_qlora_on_cuda_trains_lora_only(tiny_model_dir, data_dir, tmp_path):
-    """CUDA defaults: NF4 + double quant, bf16/fp16 compute, fused AdamW, checkpointing, length-grouped batches."""
+    """CUDA defaults: NF4 + double quant, bf16/fp16 compute, fused AdamW, checkpointing, padding-free batches through
+    torch's varlen FlashAttention kernel."""
     import bitsandbytes as bnb
 
     from core.metrics import read_metrics
@@ -246,8 +252,8 @@ def test_nf4_qlora_on_cuda_trains_lora_only(tiny_model_dir, data_dir, tmp_path):
     values = tiny_overrides(tiny_model_dir, data_dir, tmp_path / "run", device="cuda")
     cfg = load_config(None, values)
     rt = resolve_runtime(cfg)
-    assert (rt.quantization, rt.optim, rt.gradient_checkpointing, rt.group_by_length) == (
-        "nf4", "adamw_torch_fused", True, True)
+    assert (rt.quantization, rt.optim, rt.gradient_checkpointing, rt.padding_free, rt.attn_implementation) == (
+        "nf4", "adamw_torch_fused", True, True, "torch_varlen")
     model, _ = load_training_model(_base(tiny_model_dir), cfg, rt)
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(layers) == 14 and layers[0].weight.quant_state.nested  # double quantisation
@@ -255,6 +261,7 @@ def test_nf4_qlora_on_cuda_trains_lora_only(tiny_model_dir, data_dir, tmp_path):
     result = train(cfg, extra_callbacks=[snap])
     assert result.state == "completed" and result.card["runtime"]["quantization"] == "nf4"
     assert result.card["runtime"]["optim"] == "adamw_torch_fused"
+    assert result.card["runtime"]["attn_implementation"] == "torch_varlen"
     losses = [r["loss"] for r in read_metrics(result.run_dir / "metrics.jsonl") if r["event"] == "train"]
     assert len(losses) == 4 and all(loss > 0 for loss in losses)
     lora = [n for n in snap.begin if "lora_B" in n]
