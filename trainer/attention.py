@@ -89,12 +89,20 @@ def varlen_attention_forward(
         raise ValueError(f"{NAME}: attention dropout is not supported (the kernel is called without it)")
     from torch.nn.attention.varlen import varlen_attn
 
+    import torch
+
     # (1, heads, tokens, dim) -> (tokens, heads, dim): the transpose undoes the model's, so no copy is made.
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+    dtype = query.dtype
+    if dtype not in (torch.float16, torch.bfloat16):
+        # FlashAttention computes in half precision only. An fp32 residual stream (peft's upcast, which fp16 training
+        # needs) reaches it in fp32: cast to the autocast dtype, as transformers' flash path does, and back after.
+        half = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
+        q, k, v = q.to(half), k.to(half), v.to(half)
     out = varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_k if cu_seq_lens_k is not None else cu_seq_lens_q,
                       max_length_q, max_length_k if max_length_k is not None else max_length_q,
                       **_kernel_arguments(scaling, query.shape[-1], query.shape[1] != key.shape[1]))
-    return out.unsqueeze(0), None
+    return out.to(dtype).unsqueeze(0), None
 
 
 def register() -> str:

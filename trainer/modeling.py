@@ -158,7 +158,7 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     if cfg.padding_free == AUTO:
         # Measured on an H100 (docs/BENCHMARKS.md, issue 21): padding-free batches with the varlen kernel trained
         # NF4 at 1.7x and bf16 at 1.1x the padded compiled recipes, the same examples per step.
-        padding_free = cfg.packing or (cuda and varlen_missing is None)
+        padding_free = cfg.packing or (cuda and varlen_missing is None and precision != "fp32")
     else:
         padding_free = cfg.packing or cfg.padding_free == "true"
     # Without padding there is nothing for length grouping to save.

@@ -83,8 +83,10 @@ def test_padding_free_row_through_the_varlen_function_trains_like_the_padded_bat
     assert "cu_seq_lens_q" in flat and "attention_mask" not in flat
     loss_ref, grads_ref = _loss_and_grads(_tiny_llama("sdpa"), padded)
     loss, grads = _loss_and_grads(_tiny_llama(attention.NAME), flat)
-    assert loss == pytest.approx(loss_ref, abs=1e-5)
-    assert torch.allclose(grads, grads_ref, atol=1e-5)
+    # The fp32 model's attention runs in bf16 (FlashAttention's precision); attending across examples would move
+    # the loss by ~1e-1 (the control below).
+    assert loss == pytest.approx(loss_ref, abs=1e-3)
+    assert torch.nn.functional.cosine_similarity(grads, grads_ref, dim=0).item() > 0.999
     # The kernel got every example's boundaries, one flattened row of (tokens, heads, dim), grouped-query heads.
     assert len(calls) == 2  # one per layer
     assert calls[0]["cu_seq_q"] == [0, 7, 19, 24, 33] and calls[0]["shape"] == (sum(LENGTHS), 4, 16)
@@ -122,6 +124,25 @@ def test_older_torch_signature_gets_is_causal_and_refuses_a_scale_it_cannot_pass
     out, _ = attention.varlen_attention_forward(torch.nn.Module(), q, q, q, None, scaling=0.25,
                                                 cu_seq_lens_q=torch.tensor([0, 5]), max_length_q=5)
     assert seen == {"is_causal": True} and out.shape == (1, 5, 4, 16)
+
+
+def test_fp32_inputs_reach_the_kernel_in_half_precision_and_come_back_in_fp32(monkeypatch):
+    """peft's fp32 upcast (fp16 training) gives the attention fp32 tensors; FlashAttention takes fp16/bf16 only."""
+    import torch.nn.attention.varlen as varlen
+
+    seen = []
+
+    def half_only(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, **kwargs):
+        seen.append(query.dtype)
+        assert query.dtype in (torch.float16, torch.bfloat16) and key.dtype == value.dtype == query.dtype
+        return query * 2
+
+    monkeypatch.setattr(varlen, "varlen_attn", half_only)
+    q = torch.randn(1, 4, 5, 16)
+    out, _ = attention.varlen_attention_forward(torch.nn.Module(), q, q, q, None, cu_seq_lens_q=torch.tensor([0, 5]),
+                                                max_length_q=5)
+    assert seen == [torch.bfloat16] and out.dtype == torch.float32
+    assert torch.allclose(out[0], 2 * q[0].transpose(0, 1), atol=2e-2)
 
 
 def test_a_padded_batch_falls_back_to_causal_sdpa_and_two_rows_are_refused(monkeypatch):
