@@ -111,7 +111,7 @@ RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
                       "+10-20% steady over ours-nf4-dropout0 (H200 sweep: compile took bf16 from 21 k to 47 k "
                       "steady, but bitsandbytes' 4-bit matmul is an opaque op, so less here); first steps compile"),
     "ours-nf4-fast-packed": ("ours: NF4 QLoRA, checkpointing, LoRA dropout 0, padding-free packing, flex_attention",
-                             {**NF4, "lora_dropout": 0.0, "packing": True, "attn_implementation": "flex_attention",
+                             {**NF4, "lora_dropout": 0.0, "packing": True, "padding_free": "true", "attn_implementation": "flex_attention",
                               "group_by_length": "false"},
                              "+10-25% steady over ours-nf4-dropout0 (no padding); first steps compile the kernel"),
     "ours-bf16": ("ours: bf16 LoRA fast mode, CUDA defaults with the seed's LoRA dropout 0.05", BF16,
@@ -132,18 +132,18 @@ RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
                           "may eat the gain"),
     "ours-bf16-packed": ("ours: bf16, padding-free best-fit packing (16 rows of ≤ max_seq_len per step, one "
                          "flattened row to the kernel), flex_attention, one epoch",
-                         {**BF16, "packing": True, "attn_implementation": "flex_attention",
+                         {**BF16, "packing": True, "padding_free": "true", "attn_implementation": "flex_attention",
                           "group_by_length": "false"},
                          "+15-30% steady over ours-bf16 (no padding, ≈ 16 k tokens per step like b32), peak ≈ "
                          "ours-bf16; first steps slow (FlexAttention kernel compile); fewer steps (one epoch ≈ 10), "
                          "so a higher validation loss"),
     "ours-bf16-max": ("ours: every bf16 lever at once: dropout 0, packing with flex_attention, compiled step",
-                      {**BF16, "lora_dropout": 0.0, "packing": True, "attn_implementation": "flex_attention",
+                      {**BF16, "lora_dropout": 0.0, "packing": True, "padding_free": "true", "attn_implementation": "flex_attention",
                        "group_by_length": "false", "torch_compile": "true"},
                       "each lever alone reached 37-47 k steady (second session); together ≥ 55 k steady if their "
                       "gains add, less if packing's varying row length makes the compiled step recompile"),
     "ours-bf16-max-b32": ("ours: every bf16 lever at once, 32 packed rows per step (≈ 30 k tokens)",
-                          {**BF16, "batch_size": 32, "lora_dropout": 0.0, "packing": True,
+                          {**BF16, "batch_size": 32, "lora_dropout": 0.0, "packing": True, "padding_free": "true",
                            "attn_implementation": "flex_attention", "group_by_length": "false", "torch_compile": "true"},
                           "+5-15% over ours-bf16-max (bigger products; per-step host work, the optimiser and the "
                           "logging sync are paid half as often), peak ≈ 2× ours-bf16-max; half the steps"),
@@ -166,7 +166,7 @@ RECIPES: dict[str, tuple[str, dict[str, Any], str]] = {
                      "45-55 k steady (ours-bf16-compile 40 k with padding and the seed's dropout), peak ≤ 34 GiB"),
     "ours-bf16-varlen-b32": ("ours: bf16, dropout 0, compiled, packing (32 best-fit rows of ≤ 1024 tokens per step, "
                              "≈ 30 k tokens) with the varlen kernel, one epoch",
-                             {**BF16, "batch_size": 32, "lora_dropout": 0.0, "packing": True, "group_by_length": "false",
+                             {**BF16, "batch_size": 32, "lora_dropout": 0.0, "packing": True, "padding_free": "true", "group_by_length": "false",
                               "torch_compile": "true"},
                              "≥ 60 k steady (ours-bf16-max-b32 with FlexAttention: 53 k, whose profile gave FlexAttention "
                              "12% and host gaps 28%); no FlexAttention compile; fewer optimiser steps"),
