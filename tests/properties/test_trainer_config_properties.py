@@ -84,7 +84,7 @@ def test_any_command_line_gives_a_config_or_a_config_error(argv, work):
 def valid_configs(draw):
     values = {}
     for name in ("device", "quantization", "precision", "attn_implementation", "liger", "lr_scheduler_type",
-                 "group_by_length", "adapter_dtype"):
+                 "group_by_length", "padding_free", "adapter_dtype"):
         values[name] = draw(st.sampled_from(field_choices(name)))
     values |= {
         "lora_r": draw(st.integers(1, 1024)),
@@ -102,7 +102,7 @@ def valid_configs(draw):
     # Combinations the validator refuses on purpose (see trainer.config.validate).
     if values["device"] == "cpu":
         values["precision"] = "fp32" if values["precision"] == "fp16" else values["precision"]
-        if values["attn_implementation"] in ("flash_attention_2", "flex_attention"):  # no CPU training path
+        if values["attn_implementation"] in ("flash_attention_2", "flex_attention", "torch_varlen"):  # CUDA only
             values["attn_implementation"] = "sdpa"
     if values["quantization"] == "nf4" and values.get("base_dtype") == "bfloat16":
         values["base_dtype"] = "auto"
