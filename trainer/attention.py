@@ -12,8 +12,10 @@ and a fake implementation for torch.compile. :func:`register` adds it to transfo
 ``torch_varlen`` (``attn_implementation: torch_varlen`` in the trainer's config).
 
 A batch without the boundaries (a padded batch, e.g. an evaluation loop outside TRL) falls back to sdpa with a
-causal mask; that is right for right-padded rows (real tokens never see the padding after them), which is what
-the trainer's collators produce. FlashAttention needs fp16/bf16 and CUDA.
+causal mask and no padding mask (transformers builds none for a registered function); that is right for
+right-padded rows (real tokens never see the padding after them), which is what the trainer's collators produce,
+and a row whose positions restart without boundaries is refused. Sliding-window, soft-capped and sink attention
+are refused too. FlashAttention needs fp16/bf16 and an Ampere or newer CUDA GPU.
 """
 
 from __future__ import annotations
@@ -38,15 +40,18 @@ def unavailable_reason() -> str | None:
         return f"torch {torch.__version__} has no torch.nn.attention.varlen (torch >= 2.9 has it)"
     if not torch.cuda.is_available():
         return "it is a CUDA kernel (FlashAttention) and there is no CUDA device"
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) < (8, 0):
+        return f"FlashAttention needs an Ampere or newer GPU (compute capability 8.0); this one is {major}.{minor}"
     return None
 
 
 def _kernel_arguments(scaling: float | None, head_dim: int, gqa: bool) -> dict[str, Any]:
     """Keyword arguments for this torch's ``varlen_attn``: its signature changed between torch 2.9 and 2.13.
 
-    2.9-2.11 take ``is_causal`` (and no scale: the kernel's default 1/sqrt(head_dim)); newer releases take a
-    ``window_size`` ((-1, 0) is causal), ``scale`` and ``enable_gqa``. Grouped-query heads are native to the
-    FlashAttention kernel in both.
+    The first releases take ``is_causal`` (and no scale: the kernel's default 1/sqrt(head_dim)); later ones, 2.11
+    (on the GPU machine) among them, take a ``window_size`` ((-1, 0) is causal), ``scale`` and, in 2.13,
+    ``enable_gqa``. Grouped-query heads are native to the FlashAttention kernel in all of them.
     """
     from torch.nn.attention.varlen import varlen_attn
 
@@ -78,11 +83,22 @@ def varlen_attention_forward(
 ) -> tuple["torch.Tensor", None]:
     """transformers' attention-function contract: (batch, heads, tokens, head_dim) in, (batch, tokens, heads,
     head_dim) out. Padding-free rows (batch 1 with boundaries) go to the varlen kernel, anything else to sdpa."""
-    if cu_seq_lens_q is None or max_length_q is None:
+    # Variants this call does not implement are refused rather than computed as plain causal attention.
+    unsupported = [name for name in ("sliding_window", "softcap", "s_aux") if kwargs.get(name) is not None]
+    if unsupported:
+        raise ValueError(f"{NAME}: {', '.join(unsupported)} attention is not supported; use sdpa for this model")
+    if cu_seq_lens_q is None:
+        position_ids = kwargs.get("position_ids")
+        if query.shape[2] > 1 and position_ids is not None and bool((position_ids[..., 1:] == 0).any()):
+            # A row of several examples (positions restart) without their boundaries: causal attention over the whole
+            # row would let each example see the ones before it.
+            raise ValueError(f"{NAME}: a packed row came without cu_seq_lens; use TRL's padding-free collator")
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
+    if max_length_q is None:
+        max_length_q = int(cu_seq_lens_q.diff().max())
     if query.shape[0] != 1:
         raise ValueError(f"{NAME}: a padding-free batch is one flattened row, got {query.shape[0]} rows")
     if dropout:

@@ -159,7 +159,10 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         # Measured on an H100 (docs/BENCHMARKS.md, issue 21): with the varlen kernel, compiled NF4 on padding-free
         # batches ran 1.9x the eager padded recipe on the same batches (1.34x Unsloth's QLoRA), validation loss
         # within 0.01. FlashAttention computes in half precision, so fp32 runs keep padded batches.
-        padding_free = cfg.packing or (cuda and varlen_missing is None and precision != "fp32")
+        # Only with a kernel made for flattened rows: eager and sdpa would attend over the whole row with a dense
+        # mask (quadratic in its tokens), so a user's choice of them keeps padded batches.
+        padding_free = cfg.packing or (cuda and varlen_missing is None and precision != "fp32"
+                                       and cfg.attn_implementation in (AUTO, attention.NAME))
     else:
         padding_free = cfg.packing or cfg.padding_free == "true"
     # Without padding there is nothing for length grouping to save.
@@ -169,7 +172,7 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         # SDPA would need a dense mask quadratic in the row's tokens and FlexAttention compiles its kernel per
         # shape (minutes, cold). FlexAttention stays the fallback for a torch without the varlen kernel.
         if padding_free and cuda:
-            attn = "flex_attention" if varlen_missing else attention.NAME
+            attn = "flex_attention" if varlen_missing or precision == "fp32" else attention.NAME
         else:
             attn = "sdpa"
     else:

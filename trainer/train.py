@@ -124,6 +124,27 @@ def _check_run_dir(cfg: TrainConfig, run_dir: Path, resuming: bool) -> None:
                            "or choose another output_dir"])
 
 
+def _settings_of_older_run(cfg: TrainConfig, run_dir: Path, *, resuming: bool) -> TrainConfig:
+    """A resumed run saved before ``padding_free`` existed keeps the padded batches it started with.
+
+    Its config.yaml has no such key, so the setting would read as auto, which on CUDA now means padding-free batches in
+    another order: the resumed epoch would skip the wrong examples.
+    """
+    saved = run_dir / CONFIG_FILE
+    if not resuming or not saved.is_file() or cfg.padding_free != AUTO:
+        return cfg
+    import yaml
+
+    try:
+        old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return cfg
+    if isinstance(old, dict) and "padding_free" not in old and not cfg.packing:
+        log("resume: the run was saved before padding-free batches existed; it keeps padded batches")
+        return replace(cfg, padding_free="false")
+    return cfg
+
+
 def _elapsed_before(metrics_path: Path, step: int) -> float:
     """Wall time already spent before a checkpoint at ``step`` (so elapsed_s continues across resumes)."""
     spent = 0.0
@@ -242,6 +263,7 @@ def train(cfg: TrainConfig, *, extra_callbacks: Sequence[Any] = ()) -> TrainResu
     run_dir = Path(cfg.output_dir)
     main = distributed.is_main()  # several processes (DDP): only rank 0 writes the run directory
     resume_ckpt = _resume_checkpoint(cfg, run_dir)
+    cfg = _settings_of_older_run(cfg, run_dir, resuming=bool(cfg.resume))
     if main:
         _check_run_dir(cfg, run_dir, resuming=bool(cfg.resume))
         save_config(cfg, run_dir)  # creates the run directory

@@ -164,6 +164,32 @@ def test_a_padded_batch_falls_back_to_causal_sdpa_and_two_rows_are_refused(monke
                                            max_length_q=5)
 
 
+def test_rows_the_call_cannot_compute_correctly_are_refused(monkeypatch):
+    import torch.nn.attention.varlen as varlen
+
+    monkeypatch.setattr(varlen, "varlen_attn", _reference_kernel([]))
+    q = torch.zeros(1, 4, 6, 16)
+    # Positions restart inside the row but no boundaries came: plain causal attention would leak across examples.
+    with pytest.raises(ValueError, match="packed row came without cu_seq_lens"):
+        attention.varlen_attention_forward(torch.nn.Module(), q, q, q, None,
+                                           position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]]))
+    for name, value in (("sliding_window", 4096), ("softcap", 50.0)):
+        with pytest.raises(ValueError, match=f"{name} attention is not supported"):
+            attention.varlen_attention_forward(torch.nn.Module(), q, q, q, None, cu_seq_lens_q=torch.tensor([0, 6]),
+                                               max_length_q=6, **{name: value})
+    # Boundaries without their longest length: computed from them.
+    out, _ = attention.varlen_attention_forward(torch.nn.Module(), q, q, q, None, cu_seq_lens_q=torch.tensor([0, 2, 6]))
+    assert out.shape == (1, 6, 4, 16)
+
+
+def test_a_gpu_older_than_ampere_has_no_varlen_kernel(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))  # a T4
+    assert "Ampere or newer" in attention.unavailable_reason() and "7.5" in attention.unavailable_reason()
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    assert attention.unavailable_reason() is None
+
+
 def test_unavailable_reason_names_the_missing_device_on_cpu():
     if torch.cuda.is_available():
         pytest.skip("CUDA here")

@@ -104,6 +104,7 @@ def _fake_cuda(monkeypatch, bf16: bool = True) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0) if bf16 else (7, 5))
 
 
 def test_fp32_upcast_auto_is_off_only_for_nf4_with_bf16_on_cuda(monkeypatch):
@@ -136,6 +137,14 @@ def test_attention_auto_is_varlen_for_padding_free_batches_on_cuda_only(monkeypa
     padded = resolve_runtime(TrainConfig(device="cuda", padding_free="false"))
     assert (padded.attn_implementation, padded.padding_free, padded.group_by_length) == ("sdpa", False, True)
     assert resolve_runtime(TrainConfig(device="cuda", packing=True, attn_implementation="sdpa")).attn_implementation == "sdpa"
+    # A kernel the user picked that is not made for flattened rows keeps padded batches.
+    for attn in ("sdpa", "eager"):
+        rt = resolve_runtime(TrainConfig(device="cuda", attn_implementation=attn))
+        assert (rt.attn_implementation, rt.padding_free) == (attn, False)
+    # fp32 (FlashAttention has no fp32): padded by default; padding-free when asked gets FlexAttention.
+    assert resolve_runtime(TrainConfig(device="cuda", precision="fp32")).padding_free is False
+    fp32 = resolve_runtime(TrainConfig(device="cuda", precision="fp32", padding_free="true"))
+    assert (fp32.attn_implementation, fp32.padding_free) == ("flex_attention", True)
     # A torch without the kernel: padded batches by default, FlexAttention for packing, a refusal by name.
     monkeypatch.setattr(attention, "unavailable_reason", lambda: "torch 2.8 has no torch.nn.attention.varlen")
     assert resolve_runtime(TrainConfig(device="cuda")).padding_free is False

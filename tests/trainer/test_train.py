@@ -211,3 +211,23 @@ def test_group_by_length_batches_similar_lengths_and_is_recorded(tiny_model_dir,
     from trainer.modeling import resolve_runtime
 
     assert resolve_runtime(plain).group_by_length is False  # auto: off on CPU
+
+
+def test_resuming_a_run_saved_before_padding_free_existed_keeps_its_padded_batches(tmp_path):
+    """Its config.yaml has no padding_free key: auto would switch it to padding-free batches (in another order) on
+    CUDA mid-run; the resume pins padded batches instead. A run saved with the key, or a fresh run, is left alone."""
+    import yaml
+
+    from trainer.config import TrainConfig, save_config
+    from trainer.train import _settings_of_older_run
+
+    run = tmp_path / "run"
+    save_config(TrainConfig(), run)
+    cfg = TrainConfig(resume="auto")
+    assert _settings_of_older_run(cfg, run, resuming=True).padding_free == "auto"  # saved with the key
+    old = yaml.safe_load((run / "config.yaml").read_text())
+    del old["padding_free"]
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    assert _settings_of_older_run(cfg, run, resuming=True).padding_free == "false"
+    assert _settings_of_older_run(cfg, run, resuming=False).padding_free == "auto"  # not a resume
+    assert _settings_of_older_run(TrainConfig(padding_free="true"), run, resuming=True).padding_free == "true"
