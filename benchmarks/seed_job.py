@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     values = {
         "model_name": str(model_dir), "work_dir": str(data.parent), "train_file": str(data / "train.jsonl"),
         "eval_file": str(data / "validation.jsonl"), "output_dir": str(run_dir), "device": args.device,
-        "num_epochs": epochs, "max_steps": -1, "max_seq_len": args.max_seq_len, "logging_steps": 10,
+        "num_epochs": epochs, "max_steps": -1, "max_seq_len": args.max_seq_len,
+        # Every step logged: the table's steps and tokens come from the last logged line (the 2026-12-06 job logged
+        # every 10th step and so left its last 5 steps out of them).
+        "logging_steps": 1,
         "eval_steps": 0, "save_steps": 100_000, "warmup_ratio": 0.03, "lr_scheduler_type": "cosine",
         **overrides,
     }
