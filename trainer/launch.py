@@ -297,10 +297,18 @@ def cli_equivalent(cfg: TrainConfig) -> str:
 
 
 def run_problems(cfg: TrainConfig) -> list[str]:
-    """Every reason ``cfg`` cannot be launched: the trainer's own validation, then the run directory."""
+    """Every reason ``cfg`` cannot be launched: the trainer's own validation, this machine's runtime, the run directory."""
     problems = validate(cfg)
     if problems:
         return problems
+    # The trainer runs on this machine: what its auto settings become here (a CUDA-only kernel or optimiser on a
+    # CPU machine) is refused now, on the form, rather than by a failed run.
+    from trainer.modeling import resolve_runtime
+
+    try:
+        resolve_runtime(cfg)
+    except ConfigError as exc:
+        return list(exc.problems)
     if cfg.resume:
         return ["resume: start a new run here; resume a stopped run from its page instead"]
     if cfg.output_dir:

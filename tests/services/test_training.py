@@ -116,6 +116,21 @@ def test_invalid_config_lists_every_problem(engine, settings):
     assert service.list_runs(engine) == []
 
 
+def test_what_auto_settings_cannot_become_on_this_machine_is_refused_before_launch(engine, settings):
+    """Device auto on a CPU machine: a CUDA-only kernel is refused on the form, not by a run that fails."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA here: auto lands on the GPU")
+    cfg = make_config(settings, "varlen", attn_implementation="torch_varlen", device="auto")
+    with pytest.raises(ConfigError) as err:
+        service.launch_run(engine, settings, cfg, user_id=None, command=stub(cfg))
+    assert any(p.startswith("attn_implementation: torch_varlen is a CUDA kernel") for p in err.value.problems)
+    assert service.list_runs(engine) == [] and not Path(cfg.output_dir).exists()
+    _, problems = service.check_config({**cfg.to_dict(), "output_dir": ""})
+    assert any("torch_varlen" in p for p in problems)
+
+
 def test_kill_9_becomes_interrupted_on_reconcile_and_resume_completes(engine, settings, monkeypatch):
     monkeypatch.setenv("STUB_STEP_S", "0.1")
     cfg = make_config(settings, "killed", max_steps=30)
